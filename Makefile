@@ -1,0 +1,38 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Both set up .venv first
+# (safe to run again: it reinstalls only when settings.ini or setup.py changed).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test sync nbtest pytest calibrate bench clean
+
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The main job: an offline phone call to the hotline, with its transcript, latency table, WAV and plot in out/demo.
+demo: $(VENV)/.installed
+	$(BIN)/artist-hotline demo --out out/demo
+
+# Everything CI checks: notebooks clean and in sync with the package, notebook tests, pytest.
+test: $(VENV)/.installed sync nbtest pytest
+
+sync: $(VENV)/.installed
+	$(BIN)/python .ci/check_sync.py
+
+nbtest: $(VENV)/.installed
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: $(VENV)/.installed
+	$(BIN)/pytest -q
+
+calibrate: $(VENV)/.installed
+	$(BIN)/artist-hotline calibrate ../shared/corpus --out out/calibration
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/codec.py
+
+clean:
+	rm -rf $(VENV) out _docs _proc *.egg-info

@@ -1,0 +1,214 @@
+"The conversation engine, driven frame by frame with fake providers and a fake Twilio."
+import asyncio, json
+import numpy as np
+import pytest
+
+from artist_hotline.audio import frames, ulaw_encode
+from artist_hotline.call import Call, CallSettings
+from artist_hotline.persona import load_persona
+from artist_hotline.providers import CannedLLM, EchoSTT, LanguageModel, ProviderError, Providers, TextToSpeech, ToneTTS
+from artist_hotline.twilio import Mark, Media, Start, Stop
+
+
+class FakeTwilio:
+    "Collects what the call sends; echoes marks at once, or only when told."
+    def __init__(self, echo=True): self.sent, self.echo, self.call, self.hung_up = [], echo, None, False
+    async def send(self, frame):
+        d = json.loads(frame); self.sent.append(d)
+        if d['event'] == 'mark' and self.echo: asyncio.get_running_loop().call_soon(self.call.feed, Mark('MZ1', d['mark']['name']))
+    async def hangup(self): self.hung_up = True
+    def events(self): return [d['event'] for d in self.sent]
+    def marks(self): return [d['mark']['name'] for d in self.sent if d['event'] == 'mark']
+
+
+def speechlike(seconds, seed=0):
+    "A voiced, vowel-like signal with a syllable rhythm: both detectors take it for speech."
+    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
+    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
+    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
+    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+
+
+def silence(seconds): return np.zeros(int(seconds * 8000), np.int16)
+
+
+async def talk(call, pcm, pace=0.0):
+    for f in frames(pcm):
+        call.feed(Media('MZ1', ulaw_encode(f).tobytes()))
+        await asyncio.sleep(pace)
+
+
+def make_call(stt=('hello',), llm=None, tts=None, echo=True, **settings):
+    tw = FakeTwilio(echo)
+    kw = dict(idle_reprompt_s=60, idle_hangup_s=120) | settings
+    call = Call(Start('MZ1', 'CA1'), Providers(EchoSTT(list(stt)), llm or CannedLLM(), tts or ToneTTS()), load_persona(),
+                tw.send, tw.hangup, CallSettings(**kw), fallback_audio={})
+    tw.call = call
+    return call, tw
+
+
+async def until(cond, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if cond(): return True
+        await asyncio.sleep(0.01)
+    raise AssertionError('condition not reached')
+
+
+async def test_two_turns_two_replies_and_memory():
+    llm = CannedLLM('I paint with sound. What do you make?')
+    call, tw = make_call(['hello who is this', 'i make pots'], llm)
+    runner = asyncio.create_task(call.run())
+    await talk(call, np.r_[speechlike(1.0), silence(0.8)], 0.001)
+    await until(lambda: len(call.turns) == 2)
+    await talk(call, np.r_[speechlike(0.8, 1), silence(0.8)], 0.001)
+    await until(lambda: len(call.turns) == 3)
+    await call.close('done'); await runner
+    assert [t.kind for t in call.turns] == ['greeting', 'reply', 'reply']
+    assert len(llm.prompts) == 2
+    second = llm.prompts[1]
+    assert [m['role'] for m in second] == ['system', 'assistant', 'user', 'assistant', 'user']
+    assert second[2]['content'] == 'hello who is this' and second[3]['content'] == 'I paint with sound. What do you make?'
+    assert sum(m['content'] == call.persona.greeting for m in second) == 1
+    t = call.turns[1]
+    assert t.speech_start <= t.speech_end <= t.endpoint <= t.transcript <= t.first_token <= t.first_sentence <= t.first_audio <= t.first_sent <= t.last_sent
+    assert t.prompt_tokens > 0 and t.completion_tokens == 8 and t.audio_out_s > 0 and t.stt == 'echo'
+
+
+class ThreeSentences(LanguageModel):
+    name = 'three'
+    def __init__(self): self.cancelled = False
+    async def reply(self, messages, usage=None):
+        try:
+            for w in 'One two three four. Five six seven eight. Nine ten eleven twelve.'.split(' '):
+                yield w + ' '
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+async def start_reply(call, tw):
+    "Greeting played, then one caller turn whose reply is being spoken with no marks echoed."
+    runner = asyncio.create_task(call.run())
+    await until(lambda: call._reply is not None and call._reply.done())
+    for name in tw.marks(): call.feed(Mark('MZ1', name))
+    greeting = len(tw.marks())
+    await talk(call, np.r_[speechlike(0.6), silence(0.7)], 0.001)
+    await until(lambda: len(tw.marks()) > greeting)
+    return runner, tw.marks()[greeting:]
+
+
+async def test_barge_in_clears_cancels_and_trims_history():
+    llm = ThreeSentences()
+    call, tw = make_call(['tell me about art'], llm, echo=False)
+    runner, marks = await start_reply(call, tw)
+    await until(lambda: call._reply.done())  # all three sentences are buffered at Twilio
+    call.feed(Mark('MZ1', marks[0]))  # the first sentence of the reply played
+    await talk(call, speechlike(0.6, 2), 0.001)  # the caller talks over the rest
+    await until(lambda: 'clear' in tw.events())
+    for name in tw.marks()[tw.marks().index(marks[0]) + 1:]: call.feed(Mark('MZ1', name))  # Twilio echoes cleared marks at once
+    await asyncio.sleep(0.05)
+    reply = next(t for t in call.turns if t.kind == 'reply')
+    assert reply.interrupted and reply.outcome == 'barge_in' and reply.heard_text == 'One two three four.'
+    assert call.memory.history[-1] == {'role': 'assistant', 'content': 'One two three four.—'}
+    assert any(k == 'barge_in' for _, k, _ in call.events)
+    assert tw.events().count('clear') == 1
+    n_before = len(tw.sent)
+    await asyncio.sleep(0.1)
+    assert not any(d['event'] == 'media' for d in tw.sent[n_before:])  # nothing more of that reply is sent
+    await call.close('done'); await runner
+
+
+async def test_barge_in_while_thinking_cancels_the_model():
+    llm = ThreeSentences()
+    call, tw = make_call(['tell me about art'], llm, echo=False)
+    runner, marks = await start_reply(call, tw)
+    call.feed(Mark('MZ1', marks[0]))
+    await talk(call, speechlike(0.6, 2), 0.001)  # the model is still writing
+    await until(lambda: any(k == 'barge_in' for _, k, _ in call.events))
+    assert llm.cancelled and 'clear' not in tw.events()  # nothing unplayed was buffered
+    assert call.memory.history[-1]['content'] == 'One two three four.—'
+    await call.close('done'); await runner
+
+
+async def test_cough_does_not_barge_in():
+    call, tw = make_call(['tell me about art'], ThreeSentences(), echo=False)
+    runner, _ = await start_reply(call, tw)
+    await talk(call, np.r_[speechlike(0.2, 3), silence(0.6)], 0.001)  # a cough-length burst
+    await asyncio.sleep(0.2)
+    assert 'clear' not in tw.events()
+    assert not any(k == 'barge_in' for _, k, _ in call.events)
+    await call.close('done'); await runner
+
+
+class Flaky(LanguageModel):
+    "Fails (or hangs) on the first `n` calls, then answers."
+    name = 'flaky'
+    def __init__(self, n, how='error'): self.n, self.how, self.calls = n, how, 0
+    async def reply(self, messages, usage=None):
+        self.calls += 1
+        if self.calls <= self.n:
+            if self.how == 'hang': await asyncio.sleep(3600)
+            raise ProviderError('503 from the model')
+        yield 'Back again.'
+
+
+@pytest.mark.parametrize('how', ['error', 'hang'])
+async def test_provider_failure_gives_fallback_then_recovers(how):
+    llm = Flaky(2, how)
+    call, tw = make_call(['first', 'second'], llm, llm_first_timeout_s=0.2)
+    runner = asyncio.create_task(call.run())
+    await talk(call, np.r_[speechlike(0.6), silence(0.7)], 0.001)
+    await until(lambda: len(call.turns) == 2)
+    assert call.turns[1].outcome == 'fallback' and llm.calls == 2  # retried once before falling back
+    assert call.turns[1].heard_text in call.persona.fallback_lines
+    await talk(call, np.r_[speechlike(0.6, 1), silence(0.7)], 0.001)
+    await until(lambda: len(call.turns) == 3)
+    assert call.turns[2].outcome == 'replied' and call.turns[2].heard_text == 'Back again.'
+    assert [k for _, k, _ in call.events].count('fallback') == 1
+    await call.close('done'); await runner
+
+
+class BrokenTTS(TextToSpeech):
+    name = 'broken'
+    async def speak(self, text):
+        raise ProviderError('tts down')
+        yield
+
+
+async def test_tts_down_plays_prerendered_fallback():
+    persona = load_persona()
+    tw = FakeTwilio()
+    line = persona.fallback_lines[0]
+    call = Call(Start('MZ1', 'CA1'), Providers(EchoSTT(['hi']), CannedLLM(), BrokenTTS()), persona, tw.send,
+                settings=CallSettings(), fallback_audio={l: b'\x00' * 800 for l in persona.fallback_lines})
+    tw.call = call
+    runner = asyncio.create_task(call.run())
+    await until(lambda: call.turns)  # the greeting could not be spoken: a fallback line instead
+    assert call.turns[0].outcome == 'fallback' and call.turns[0].heard_text == line
+    assert sum(1 for d in tw.sent if d['event'] == 'media') == 5
+    await call.close('done'); await runner
+
+
+async def test_idle_reprompt_then_goodbye_and_hangup():
+    call, tw = make_call([], idle_reprompt_s=0.3, idle_hangup_s=0.9)
+    await asyncio.wait_for(call.run(), 5)
+    kinds = [t.kind for t in call.turns]
+    assert kinds == ['greeting', 'reprompt', 'goodbye'], kinds
+    assert tw.hung_up and call.end_reason == 'caller silent'
+
+
+async def test_max_call_length_says_goodbye():
+    call, tw = make_call([], max_call_s=0.3)
+    await asyncio.wait_for(call.run(), 5)
+    assert call.turns[-1].kind == 'goodbye' and call.end_reason == 'maximum call length' and tw.hung_up
+
+
+async def test_stop_ends_call_and_dtmf_recorded():
+    from artist_hotline.twilio import Dtmf
+    call, tw = make_call([])
+    runner = asyncio.create_task(call.run())
+    call.feed(Dtmf('MZ1', '4')); call.feed(Dtmf('MZ1', '2'))
+    call.feed(Stop('MZ1'))
+    await asyncio.wait_for(runner, 5)
+    assert call.dtmf == '42' and call.end_reason == 'caller hung up'

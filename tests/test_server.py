@@ -1,0 +1,165 @@
+"The server over real HTTP and WebSockets, driven by the Twilio simulator, with fake engines."
+import asyncio, json
+import numpy as np
+import pytest
+from aiohttp import WSServerHandshakeError
+from twilio.request_validator import RequestValidator
+
+from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
+from artist_hotline.server import Settings, create_app, FINISHED, CALLS, STATS
+from artist_hotline.simulate import Hangup, Step, dial, simulate_call, twilio_signature
+
+TOKEN = 'test-auth-token'
+FORM = {'CallSid': 'CA0001', 'AccountSid': 'AC0001', 'From': '+15551230000', 'To': '+15550000000', 'CallStatus': 'ringing'}
+
+
+def voiced(seconds, seed=0):
+    "A vowel-like voiced signal both detectors take for speech."
+    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
+    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
+    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
+    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+
+
+def fakes(texts=('hello there', 'tell me more'), reply='Nice to hear you. What do you make?'):
+    return Providers(EchoSTT(list(texts)), CannedLLM(reply), ToneTTS())
+
+
+@pytest.fixture
+async def hotline(aiohttp_server):
+    "Start a hotline server on 127.0.0.1; returns (server, app, base URL)."
+    async def start(providers=None, **settings):
+        app = create_app(Settings(**settings), providers=providers or fakes())
+        server = await aiohttp_server(app)
+        return server, app, str(server.make_url('')).rstrip('/')
+    return start
+
+
+async def test_webhook_and_callbacks_signatures(hotline, aiohttp_client):
+    server, app, base = await hotline(twilio_auth_token=TOKEN)
+    client = await aiohttp_client(server)
+    good = RequestValidator(TOKEN).compute_signature(f'{base}/voice', FORM)
+    r = await client.post('/voice', data=FORM, headers={'X-Twilio-Signature': good})
+    assert r.status == 200 and '<Connect><Stream' in await r.text()
+    for headers in ({'X-Twilio-Signature': 'AAAA'}, {}):
+        r = await client.post('/voice', data=FORM, headers=headers)
+        assert r.status == 403 and await r.text() == ''
+    tampered = dict(FORM, From='+19999999999')
+    assert (await client.post('/voice', data=tampered, headers={'X-Twilio-Signature': good})).status == 403
+    status = {'CallSid': 'CA0001', 'StreamSid': 'MZ1', 'StreamEvent': 'stream-started'}
+    for path in ('/stream-status', '/call-status'):
+        sig = RequestValidator(TOKEN).compute_signature(f'{base}{path}', status)
+        assert (await client.post(path, data=status, headers={'X-Twilio-Signature': sig})).status == 204
+        assert (await client.post(path, data=status, headers={'X-Twilio-Signature': 'bad'})).status == 403
+
+
+async def test_public_url_and_forwarded_host_are_what_is_signed(hotline, aiohttp_client):
+    server, app, base = await hotline(twilio_auth_token=TOKEN)
+    client = await aiohttp_client(server)
+    sig = RequestValidator(TOKEN).compute_signature('https://hotline.example.org/voice', FORM)
+    r = await client.post('/voice', data=FORM, headers={'X-Twilio-Signature': sig, 'X-Forwarded-Proto': 'https',
+                                                        'X-Forwarded-Host': 'hotline.example.org'})
+    assert r.status == 200 and 'url="wss://hotline.example.org/voice-stream"' in await r.text()
+    server2, _, _ = await hotline(twilio_auth_token=TOKEN, public_url='https://calls.example.com')
+    client2 = await aiohttp_client(server2)
+    sig = RequestValidator(TOKEN).compute_signature('https://calls.example.com/voice', FORM)
+    r = await client2.post('/voice', data=FORM, headers={'X-Twilio-Signature': sig})
+    assert r.status == 200 and 'url="wss://calls.example.com/voice-stream"' in await r.text()
+
+
+async def test_socket_handshake_signature(hotline, aiohttp_client):
+    server, app, base = await hotline(twilio_auth_token=TOKEN)
+    client = await aiohttp_client(server)
+    url = base.replace('http://', 'ws://') + '/voice-stream'
+    ok = await client.ws_connect('/voice-stream', headers={'x-twilio-signature': twilio_signature(TOKEN, url, {})})
+    await ok.close()
+    https_form = twilio_signature(TOKEN, base + '/voice-stream', {})  # signed over http://, not ws://
+    for headers in ({'x-twilio-signature': https_form}, {'x-twilio-signature': 'nope'}, {}):
+        with pytest.raises(WSServerHandshakeError) as e: await client.ws_connect('/voice-stream', headers=headers)
+        assert e.value.status == 403
+
+
+async def test_unsigned_only_from_trusted_networks(hotline, aiohttp_client):
+    server, _, _ = await hotline()  # no auth token: loopback is trusted
+    client = await aiohttp_client(server)
+    assert (await client.post('/voice', data=FORM)).status == 200
+    h = await (await client.get('/health')).json()
+    assert 'NOT CHECKED' in h['signatures']
+    server2, _, _ = await hotline(trusted_networks='10.0.0.0/8')
+    client2 = await aiohttp_client(server2)
+    assert (await client2.post('/voice', data=FORM)).status == 403
+    with pytest.raises(WSServerHandshakeError): await client2.ws_connect('/voice-stream')
+
+
+async def test_stream_token_must_match(hotline):
+    server, app, base = await hotline(twilio_auth_token=TOKEN)
+    stream = await dial(base, TOKEN, speed=0, start=False)
+    stream.twiml.parameters['token'] = 'forged'
+    await stream.send_connected(); await stream.send_start()
+    with pytest.raises(Hangup):
+        for _ in range(100): await stream.fill(0.02)
+    await stream.close()
+    assert not app[CALLS] and app[STATS]['calls'] == 0 and app[STATS]['forbidden'] == 1
+
+
+async def test_conversation_two_turns_greeting_once(hotline):
+    providers = fakes()
+    server, app, base = await hotline(providers, twilio_auth_token=TOKEN)
+    script = [Step(pcm=voiced(0.9), pause_s=0.3), Step(pcm=voiced(0.7, 1), pause_s=0.3)]
+    result = await simulate_call(base, script, auth_token=TOKEN, speed=0)
+    await asyncio.sleep(0.1)
+    call = app[FINISHED][-1]
+    assert [t.kind for t in call.turns] == ['greeting', 'reply', 'reply']
+    assert [t.caller_text for t in call.turns[1:]] == ['hello there', 'tell me more']
+    second = providers.llm.prompts[1]
+    assert [m['role'] for m in second] == ['system', 'assistant', 'user', 'assistant', 'user']
+    assert second[3]['content'] == 'Nice to hear you. What do you make?'
+    assert result.greeting_s is not None and all(t.latency_s is not None for t in result.turns)
+    assert result.errors == [] and result.ended_by == 'caller'
+    assert result.custom_parameters['caller'] == '+15005550006' and call.caller == '+15005550006'
+
+
+async def test_malformed_flood_leaves_call_working(hotline):
+    server, app, base = await hotline(twilio_auth_token=TOKEN)
+    stream = await dial(base, TOKEN, speed=0)
+    garbage = ['{', '[]', 'null', '{"event":"media"}', '{"event":"media","streamSid":"MZ1","media":{"payload":"!!"}}',
+               '{"event":"media","streamSid":"' + stream.stream_sid + '","media":{"payload":"@@@"}}',
+               '{"event":"teleport","streamSid":"x"}', b'\x00\x01binary', 'x' * 70000, '{"event":"mark","streamSid":5}']
+    for i in range(300): await stream.send_raw(garbage[i % len(garbage)])
+    await stream.wait_reply(0, 10, 0.3, 30)  # the greeting still plays
+    t = await stream.say(voiced(0.8))
+    heard = await stream.wait_sound(t + 6400, 10)
+    await stream.stop(); await stream.close()
+    await asyncio.sleep(0.1)
+    assert heard is not None
+    call = app[FINISHED][-1]
+    assert [t.kind for t in call.turns] == ['greeting', 'reply']
+    assert app[STATS]['malformed'] == 300
+    assert sum(k == 'malformed' for _, k, _ in call.events) == 10  # recorded, but not 300 times
+
+
+async def test_idle_reprompt_then_hangup(hotline):
+    server, app, base = await hotline(idle_reprompt_s=0.6, idle_hangup_s=1.6)
+    stream = await dial(base, speed=0)
+    with pytest.raises(Hangup):
+        for _ in range(400): await stream.fill(0.02, waiting=True)
+    await stream.close()
+    await asyncio.sleep(0.1)
+    call = app[FINISHED][-1]
+    assert [t.kind for t in call.turns] == ['greeting', 'reprompt', 'goodbye']
+    assert call.end_reason == 'caller silent' and stream.ended_by == 'server'
+
+
+async def test_shutdown_with_call_open_says_goodbye(hotline):
+    server, app, base = await hotline()
+    stream = await dial(base, speed=0)
+    await stream.wait_reply(0, 10, 0.3, 30)
+    call = next(iter(app[CALLS].values()))
+    heard_before = len(stream.playback.audio)
+    line = asyncio.create_task(stream.fill(30.0, waiting=True))  # the caller stays on the line
+    await server.close()  # on_shutdown: drain
+    with pytest.raises(Hangup): await asyncio.wait_for(line, 20)
+    await stream.close()
+    assert call.turns[-1].kind == 'goodbye' and call.end_reason == 'server shutting down'
+    assert call.ended.is_set() and stream.ended_by == 'server'
+    assert len(stream.playback.audio) > heard_before  # the caller heard the goodbye
