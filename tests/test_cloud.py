@@ -1,5 +1,4 @@
 "The OpenAI and ElevenLabs adapters, against the fake cloud, through the official SDKs."
-import os
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
@@ -8,7 +7,7 @@ from artist_hotline.audio import read_audio, resample, to_phone, ulaw_decode, ul
 from artist_hotline.cloud import ElevenLabsTTS, OpenAIChat, OpenAISTT, OpenAITTS, provider_error
 from artist_hotline.fakecloud import FAULT_KINDS, Engines, Faults, default_engines, encode_audio, get_profile, running_fake_cloud
 from artist_hotline.persona import load_persona
-from artist_hotline.providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
+from artist_hotline.providers import EchoSTT, LanguageModel, ProviderError, SpeechToText, TextToSpeech
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +29,7 @@ async def cloud(engines):
     async with running_fake_cloud('instant', engines=engines) as c: yield c
 
 
-def adapters(cloud, timeout=5.):
+def adapters(cloud, timeout=60.):
     o = dict(api_key='fake', base_url=cloud.openai_base_url, timeout=timeout)
     return {'stt': OpenAISTT(**o), 'chat': OpenAIChat(**o), 'speech': OpenAITTS(**o),
             'tts': ElevenLabsTTS('voice-1', api_key='fake', base_url=cloud.elevenlabs_base_url, timeout=timeout)}
@@ -63,7 +62,7 @@ def test_missing_keys_are_provider_errors(monkeypatch):
 
 
 async def test_stt_uploads_a_wav_of_the_turn(engines, cloud):
-    stt = OpenAISTT('whisper-1', api_key='fake', base_url=cloud.openai_base_url, prompt='Rothko')
+    stt = OpenAISTT('whisper-1', api_key='fake', base_url=cloud.openai_base_url, prompt='Rothko', timeout=60)
     pcm, sr = engines.synth('what is your favourite colour')
     text = await stt.transcribe(to_phone(pcm, sr))
     sent = cloud.journal.last('stt')
@@ -76,7 +75,7 @@ async def test_stt_uploads_a_wav_of_the_turn(engines, cloud):
 
 
 async def test_stt_real_speech(corpus, cloud):
-    stt = OpenAISTT(api_key='fake', base_url=cloud.openai_base_url)
+    stt = OpenAISTT(api_key='fake', base_url=cloud.openai_base_url, timeout=60)  # a loaded machine decodes slowly
     x, sr = read_audio(corpus / 'misc/goforward.raw')
     assert await stt.transcribe(x, sr) == 'go forward ten meters'
     assert {'forward', 'meters'} <= set((await stt.transcribe(to_phone(x, sr))).split())  # over the phone
@@ -145,19 +144,21 @@ async def test_openai_tts_resamples_24k_to_8k_mulaw_smoothly(sweeping):
         await tts.aclose()
 
 
-async def test_every_fault_is_a_provider_error_and_the_next_call_works(engines, cloud):
-    ads = adapters(cloud, timeout=0.3)
-    pcm, sr = engines.synth('hello there')
-    for endpoint, a in ads.items():
-        for kind in FAULT_KINDS:
-            cloud.faults.fail_next(endpoint, kind)
-            with pytest.raises(ProviderError, match=a.name) as e: await use(a, pcm, sr)
-            want = {'error': 'HTTP 500', 'hang': 'timed out', 'stall': 'timed out', 'drop': 'connection failed',
-                    'malformed': 'unreadable answer' if endpoint in ('stt', 'chat') else 'WAV file'}[kind]
-            assert want in str(e.value), (endpoint, kind, str(e.value))
-            assert cloud.journal.last(endpoint)['fault'] == kind
-            assert await use(a, pcm, sr)
-    await close(ads)
+async def test_every_fault_is_a_provider_error_and_the_next_call_works(engines):
+    quick = Engines(EchoSTT(['hello'] * 50), engines.brain, engines.synth)  # about the adapters, not pocketsphinx's speed
+    async with running_fake_cloud('instant', engines=quick) as cloud:
+        ads = adapters(cloud, timeout=0.3)
+        pcm, sr = engines.synth('hello there')
+        for endpoint, a in ads.items():
+            for kind in FAULT_KINDS:
+                cloud.faults.fail_next(endpoint, kind)
+                with pytest.raises(ProviderError, match=a.name) as e: await use(a, pcm, sr)
+                want = {'error': 'HTTP 500', 'hang': 'timed out', 'stall': 'timed out', 'drop': 'connection failed',
+                        'malformed': 'unreadable answer' if endpoint in ('stt', 'chat') else 'WAV file'}[kind]
+                assert want in str(e.value), (endpoint, kind, str(e.value))
+                assert cloud.journal.last(endpoint)['fault'] == kind
+                assert await use(a, pcm, sr)
+        await close(ads)
 
 
 async def test_sdk_retries_are_off(engines, cloud):
@@ -170,6 +171,7 @@ async def test_sdk_retries_are_off(engines, cloud):
         assert cloud.journal.count(endpoint) == 1, endpoint  # one request, no retry
         cloud.faults.clear()
     await close(ads)
+    assert not shared.is_closed()  # a shared client is left to its owner
     await shared.close()
 
 
@@ -204,3 +206,11 @@ def test_provider_error_messages():
     e = ApiError(status_code=422, headers={}, body={'detail': [{'loc': ['body', 'text'], 'msg': 'Field required'}]})
     assert str(provider_error('elevenlabs:x', e)) == 'elevenlabs:x: HTTP 422: Field required'
     assert str(provider_error('x', RuntimeError('odd'))) == 'x: RuntimeError: odd'
+
+
+async def test_elevenlabs_base_url_from_the_environment(cloud, monkeypatch):
+    monkeypatch.setenv('ELEVENLABS_BASE_URL', cloud.elevenlabs_base_url)
+    monkeypatch.setenv('ELEVENLABS_API_KEY', 'fake')
+    tts = ElevenLabsTTS('v')
+    assert await use(tts) and cloud.journal.count('tts') == 1
+    await tts.aclose()
