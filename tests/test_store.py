@@ -111,6 +111,18 @@ async def test_sink_keeps_the_order_of_writes(store):
     assert (c['caller'], c['stream_sid'], sink.failures) == ('+15550000007', 'MZ7', 0)
 
 
+async def test_call_started_at_the_webhook_gets_its_stream_sid_from_the_sink(store):
+    await store.start_call('CA8', '+15550000008', 'Synthetic Jason')  # the voice webhook: no stream yet
+    assert await store.open_calls() == 1
+    call = type('FakeCall', (), dict(sid='CA8', caller='+15550000008', stream_sid='MZ8', dtmf='',
+                                     persona=load_persona(), now=lambda self: 1.0))()
+    await StoreSink(store).turn(call, TurnRecord(1, kind='greeting'))
+    c = await store.get_call('CA8')
+    assert (c['stream_sid'], c['persona'], len(c['turns'])) == ('MZ8', 'Synthetic Jason', 1)
+    await store.start_call('CA8', '+15550000008', 'Other', replace=False)  # keeps what is there
+    assert (await store.get_call('CA8'))['persona'] == 'Synthetic Jason'
+
+
 async def test_sql_runs_off_the_event_loop(store):
     loop_thread = threading.get_ident()
     assert await store._tx(lambda c: threading.get_ident()) != loop_thread

@@ -1,0 +1,308 @@
+"""Voice-to-voice latency of the hotline against the original prototype's design, on real recorded speech.
+
+Run from the repository root (about 3 minutes):
+
+    .venv/bin/python bench/latency.py
+    .venv/bin/python bench/latency.py --digits 10 --modes ours      # shorter
+
+Needs the real corpus at ../shared/corpus (or --corpus DIR). For each mode a hotline server, a fake
+OpenAI + ElevenLabs (`typical` latency profile) and a simulated Twilio caller run in this process on
+127.0.0.1. The caller speaks corpus recordings in real time (LibriVox sentences, "go forward ten
+meters", spoken digits), waits for the reply (its playback is skipped, not its latency), and moves on.
+
+- `ours`: the cloud adapters (OpenAISTT, OpenAIChat, ElevenLabsTTS asking for ulaw_8000) built by
+  `make_providers`, default CallSettings (WebRTC VAD, calibrated hangover, sentence streaming).
+- `prototype`: the original design, same run: energy VAD at a fixed -35 dBFS, 2 s of silence ends a
+  turn, the whole transcript, the whole model reply, the whole speech as MP3 decoded, resampled to
+  8 kHz and µ-law encoded, then sent at once.
+
+Latency = the caller's last voiced sample (end of `simulate.voiced_span` of the recording, which
+matches the LibriVox hand labels within 0.1 s) -> the first bot frame reaching the caller (and, also
+reported, the first audible bot sample). Overhead = latency - endpoint hangover - the profile's
+first-byte delays (stt_s + first_token_s + first_audio_s). The fake cloud's speech-to-text returns the
+known transcript of the recording being spoken instead of running pocketsphinx, so its CPU does not
+distort the figures. Prints the figures and writes bench/results/latency.json.
+"""
+from __future__ import annotations
+
+import argparse, asyncio, io, json, logging, re, sys, time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from aiohttp import web
+from elevenlabs.client import AsyncElevenLabs
+
+from artist_hotline.audio import SAMPLE_RATE, read_audio, resample, ulaw_encode
+from artist_hotline.call import CallSettings
+from artist_hotline.cloud import OpenAIChat, OpenAISTT
+from artist_hotline.fakecloud import Engines, get_profile, running_fake_cloud
+from artist_hotline.offline import ScriptedBrain, espeak_synth
+from artist_hotline.persona import load_persona
+from artist_hotline.providers import LanguageModel, Providers, SpeechToText, TextToSpeech
+from artist_hotline.sentences import SentenceSplitter
+from artist_hotline.server import FINISHED, Settings, create_app
+from artist_hotline.simulate import Hangup, dial, sim_result, voiced_span
+from artist_hotline.vad import DEFAULT_HANGOVER_MS
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = 'zero one two three four five six seven eight nine'.split()
+SPEAKERS = ('george', 'jackson', 'lucas')
+PROTO_HANGOVER_MS, PROTO_THRESHOLD_DB = 2000, -35.0
+
+
+# ---------------------------------------------------------------- corpus
+@dataclass
+class Clip:
+    "One corpus recording the caller says."
+    label: str
+    text: str # what is said (the fake speech-to-text's answer)
+    pcm: np.ndarray # int16, 8 kHz
+    span: tuple[int, int] # voiced part, samples
+
+def load_clip(path: Path, text: str) -> Clip:
+    pcm, _ = read_audio(path, SAMPLE_RATE)
+    return Clip(path.name, text, pcm, voiced_span(pcm) or (0, len(pcm)))
+
+def corpus_calls(corpus: Path, n_digits: int, digits_per_call: int) -> list[list[Clip]]:
+    "The scripts: one call of sentences, then calls of spoken digits."
+    lv = sorted((corpus / 'librivox').glob('*.wav'))
+    sentences = [load_clip(p, p.with_suffix('.txt').read_text().strip()) for p in lv]
+    sentences.append(load_clip(corpus / 'misc' / 'goforward.raw', 'go forward ten meters'))
+    names = [f'{d}_{SPEAKERS[(d + k) % 3]}_{k}' for k in (0, 1) for d in range(10)]
+    names += [f'{d}_{SPEAKERS[(d + 2) % 3]}_{k}' for k in (0, 1) for d in range(10)]
+    digits = [load_clip(corpus / 'fsdd' / f'{n}.wav', DIGITS[int(n[0])]) for n in names[:n_digits]]
+    return [sentences] + [digits[i:i + digits_per_call] for i in range(0, len(digits), digits_per_call)]
+
+
+# ---------------------------------------------------------------- engines
+class KnownTranscriptSTT(SpeechToText):
+    "The fake cloud's speech-to-text: the transcript of the recording the caller is saying now."
+    name = 'known-transcript'
+    def __init__(self): self.current = ''
+    async def transcribe(self, pcm, sr=SAMPLE_RATE): return self.current
+
+class WholeReply(LanguageModel):
+    "The prototype's model call: wait for the whole reply, then hand it over in one piece."
+    def __init__(self, inner: LanguageModel): self.inner, self.name = inner, f'whole:{inner.name}'
+    async def reply(self, messages, usage=None):
+        yield ''.join([piece async for piece in self.inner.reply(messages, usage)])
+    async def aclose(self): await self.inner.aclose()
+
+class Mp3ThenConvertTTS(TextToSpeech):
+    "The prototype's speech: the whole reply as MP3 from ElevenLabs, decoded, resampled to 8 kHz, µ-law encoded, sent at once."
+    name = 'elevenlabs-mp3-whole'
+    def __init__(self, voice_id: str, api_key: str, base_url: str, model: str = 'eleven_flash_v2_5'):
+        self.voice_id, self.model = voice_id, model
+        self.client = AsyncElevenLabs(api_key=api_key, base_url=base_url)
+
+    @staticmethod
+    def convert(mp3: bytes) -> bytes:
+        x, sr = sf.read(io.BytesIO(mp3), dtype='int16', always_2d=True)
+        return ulaw_encode(resample(x[:, 0].copy(), sr, SAMPLE_RATE)).tobytes()
+
+    async def speak(self, text):
+        mp3 = b''.join([c async for c in self.client.text_to_speech.stream(
+            voice_id=self.voice_id, text=text, model_id=self.model, output_format='mp3_44100_128')])
+        yield await asyncio.get_running_loop().run_in_executor(None, self.convert, mp3)
+
+class PrototypeSettings(Settings):
+    "Server settings whose calls behave like the prototype's."
+    def call_settings(self) -> CallSettings:
+        return CallSettings(vad='energy', vad_options=dict(threshold_db=PROTO_THRESHOLD_DB, voicing=None),
+                            hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20, split_sentences=False,
+                            idle_reprompt_s=self.idle_reprompt_s, idle_hangup_s=self.idle_hangup_s)
+
+
+# ---------------------------------------------------------------- one mode
+async def start_server(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, '127.0.0.1', 0)
+    await site.start()
+    return runner, f'http://127.0.0.1:{runner.addresses[0][1]}'
+
+def build_app(mode: str, fc, persona) -> web.Application:
+    kw = dict(host='127.0.0.1', openai_api_key='sk-bench', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi-bench',
+              elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice', idle_reprompt_s=30, idle_hangup_s=60)
+    if mode == 'ours': return create_app(Settings(**kw), persona=persona)  # make_providers: the cloud adapters
+    s = PrototypeSettings(**kw)
+    providers = Providers(OpenAISTT(s.stt_model, api_key=s.openai_api_key, base_url=s.openai_base_url),
+                          WholeReply(OpenAIChat(s.llm_model, api_key=s.openai_api_key, base_url=s.openai_base_url)),
+                          Mp3ThenConvertTTS(s.elevenlabs_voice_id, s.elevenlabs_api_key, s.elevenlabs_base_url))
+    return create_app(s, providers=providers, persona=persona)
+
+async def run_call(url: str, app, clips: list[Clip], stt: KnownTranscriptSTT, reply_timeout_s: float) -> list[dict]:
+    "One call: listen to the greeting, say each clip in real time, wait for each reply; a row per clip."
+    loop = asyncio.get_running_loop()
+    stream = await dial(url, speed=0)  # speed 0: replies are not played out, the caller waits for the server in real time
+    said, walls = [], []
+    try:
+        await stream.wait_reply(0, reply_timeout_s, 1.0, 60)
+        for i, c in enumerate(clips):
+            stt.current = c.text
+            wall = loop.time()
+            t = await stream.say(c.pcm, realtime=True)  # the caller talks in real time
+            said.append((i, c.label, t + c.span[0], t + c.span[1], False)); walls.append(wall)
+            await stream.wait_reply(t + c.span[1], reply_timeout_s, 1.0, 60)
+            await stream.fill(0.3)
+        await stream.stop()
+    except Hangup: pass
+    finally: await stream.close()
+    res = sim_result(stream, said)
+    for _ in range(100):  # the server files the call once its socket handler has finished
+        call = next((c for c in app[FINISHED] if c.sid == res.call_sid), None)
+        if call is not None: break
+        await asyncio.sleep(0.05)
+    records = [r for r in call.turns if r.kind == 'reply'] if call else []
+    rows = []
+    for j, (turn, wall) in enumerate(zip(res.turns, walls)):
+        stop = said[j][3]
+        until = said[j + 1][3] if j + 1 < len(said) else np.inf
+        first = next((a for a in res.audio[stream.playback.since(stop):] if a.received < until), None)
+        row = dict(call=res.call_sid, label=turn.label, text=clips[j].text, voiced_s=round((clips[j].span[1] - clips[j].span[0]) / SAMPLE_RATE, 3),
+                   latency_s=None if first is None else (first.start - stop) / SAMPLE_RATE,  # first bot frame at the caller
+                   heard_s=turn.latency_s)  # first audible bot sample
+        # The server's record of this turn: the last reply turn whose speech started while this clip was being said.
+        t0, t1 = wall - call.t0 - 0.05 if call else 0, (walls[j + 1] - call.t0 if j + 1 < len(walls) else np.inf) if call else 0
+        mine = [r for r in records if r.speech_start is not None and t0 <= r.speech_start < t1]
+        row['server_turns'] = len(mine)
+        if mine:
+            r = mine[-1]
+            stop_call = wall + clips[j].span[1] / SAMPLE_RATE - call.t0  # the reference end of speech on the call's clock
+            row.update(outcome=r.outcome, reply=r.reply_text, vad_tail=_d(stop_call, r.speech_end), hangover=_d(r.speech_end, r.endpoint),
+                       stt=_d(r.endpoint, r.transcript), first_token=_d(r.transcript, r.first_token),
+                       first_sentence=_d(r.first_token, r.first_sentence), first_audio=_d(r.first_sentence, r.first_audio),
+                       send=_d(r.first_audio, r.first_sent), server_latency=r.latency)
+        rows.append(row)
+    return rows
+
+def _d(a, b): return None if a is None or b is None else b - a
+
+async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_timeout_s: float) -> list[dict]:
+    stt = KnownTranscriptSTT()
+    engines = Engines(stt, ScriptedBrain(persona), partial(espeak_synth, voice=persona.voice.espeak_voice, rate=persona.voice.espeak_rate))
+    async with running_fake_cloud(profile, engines=engines) as fc:
+        app = build_app(mode, fc, persona)
+        runner, url = await start_server(app)
+        try:
+            rows = []
+            for k, clips in enumerate(calls):
+                got = await run_call(url, app, clips, stt, reply_timeout_s)
+                ok = [r['latency_s'] for r in got if r['latency_s'] is not None]
+                print(f'  {mode:9s} call {k + 1}/{len(calls)}: {len(clips)} turns, latency ' +
+                      ' '.join(f'{x:.2f}' for x in ok) + (f'  ({len(got) - len(ok)} without reply)' if len(ok) < len(got) else ''), flush=True)
+                rows += got
+        finally: await runner.cleanup()
+    return rows
+
+
+# ---------------------------------------------------------------- figures
+def _words(text: str) -> list[str]:
+    "Text cut into the word-sized tokens the fake chat model streams."
+    return re.findall(r'\s*\S+', text)
+
+def first_piece_tokens(text: str) -> int:
+    "How many streamed tokens the sentence splitter needs before it releases the first speakable piece."
+    split = SentenceSplitter()
+    for i, tok in enumerate(_words(text), 1):
+        if split.push(tok): return i
+    return len(_words(text))
+
+def pct(xs, q): return float(np.percentile(xs, q)) if len(xs) else None
+
+def summarize(mode: str, rows: list[dict], profile) -> dict:
+    hang = (DEFAULT_HANGOVER_MS if mode == 'ours' else PROTO_HANGOVER_MS) / 1000
+    first_bytes = profile.stt_s + profile.first_token_s + profile.first_audio_s
+    lat = [r['latency_s'] for r in rows if r['latency_s'] is not None]
+    heard = [r['heard_s'] for r in rows if r['heard_s'] is not None]
+    over = [x - hang - first_bytes for x in lat]
+    # the model's streaming time before the first sentence can be spoken is set by the profile (tokens_per_s), not by us
+    streamed = [(first_piece_tokens(r['reply']) - 1) / profile.tokens_per_s if mode == 'ours' else
+                (len(_words(r['reply'])) - 1) / profile.tokens_per_s for r in rows if r['latency_s'] is not None and r.get('reply')]
+    net = [o - s for o, s in zip(over, streamed)] if len(streamed) == len(over) else []
+    stages = ('vad_tail', 'hangover', 'stt', 'first_token', 'first_sentence', 'first_audio', 'send', 'server_latency')
+    return dict(mode=mode, turns=len(rows), replied=len(lat), hangover_s=hang, profile_first_bytes_s=first_bytes,
+                latency_p50=pct(lat, 50), latency_p95=pct(lat, 95), heard_p50=pct(heard, 50), heard_p95=pct(heard, 95),
+                overhead_p50=pct(over, 50), overhead_p95=pct(over, 95),
+                model_streaming_p50=pct(streamed, 50), overhead_net_of_streaming_p50=pct(net, 50), overhead_net_of_streaming_p95=pct(net, 95),
+                split_turns=sum(r['server_turns'] > 1 for r in rows),
+                stages_p50={k: pct([r[k] for r in rows if r.get(k) is not None], 50) for k in stages})
+
+def ms(x): return '   n/a' if x is None else f'{x * 1000:6.0f}'
+
+def report(summ: dict[str, dict], profile) -> dict:
+    print(f'\nVoice-to-voice latency, fake cloud profile {profile.name!r} (stt {profile.stt_s:g} s, first token {profile.first_token_s:g} s '
+          f'then {profile.tokens_per_s:g} tok/s, first audio {profile.first_audio_s:g} s then {profile.speed:g}x real time)')
+    print('Speech-to-text in the fake cloud returns the known transcript of each corpus recording (no pocketsphinx CPU).')
+    print('latency = caller\'s last voiced sample -> first bot frame at the caller; heard = -> first audible bot sample\n')
+    print(f'{"mode":10s} {"turns":>5s} {"p50 ms":>7s} {"p95 ms":>7s} {"heard50":>7s} {"heard95":>7s} {"hang ms":>7s} {"over50":>7s} {"over95":>7s}')
+    for m, s in summ.items():
+        print(f'{m:10s} {s["replied"]:>2d}/{s["turns"]:<2d} {ms(s["latency_p50"])}  {ms(s["latency_p95"])}  {ms(s["heard_p50"])}  '
+              f'{ms(s["heard_p95"])}  {ms(s["hangover_s"])}  {ms(s["overhead_p50"])}  {ms(s["overhead_p95"])}')
+    print('\nper-stage medians from the server\'s TurnRecords (ms):')
+    names = dict(vad_tail='VAD end - reference end', hangover='hangover (speech end -> endpoint)', stt='speech-to-text',
+                 first_token='first token', first_sentence='first sentence (after first token)', first_audio='first audio (after sentence)',
+                 send='send (first audio -> first frame written)', server_latency='server total (speech end -> first frame written)')
+    for k, label in names.items():
+        print(f'  {label:48s}' + ''.join(f' {m}: {ms(s["stages_p50"][k])}' for m, s in summ.items()))
+    out = dict(summary=summ)
+    if 'ours' in summ:
+        o = summ['ours']
+        print(f'\nour overhead (latency - {o["hangover_s"] * 1000:.0f} ms hangover - {o["profile_first_bytes_s"] * 1000:.0f} ms of first-byte delays): '
+              f'p50 {ms(o["overhead_p50"]).strip()} ms, p95 {ms(o["overhead_p95"]).strip()} ms')
+        print(f'  of which the model streams the first sentence\'s tokens at {profile.tokens_per_s:g} tok/s: p50 {ms(o["model_streaming_p50"]).strip()} ms; '
+              f'net of that: p50 {ms(o["overhead_net_of_streaming_p50"]).strip()} ms, p95 {ms(o["overhead_net_of_streaming_p95"]).strip()} ms')
+        goals = dict(overhead_p50_le_50ms=o['overhead_p50'] is not None and o['overhead_p50'] <= 0.05)
+        if 'prototype' in summ and o['latency_p50']:
+            p = summ['prototype']
+            ratio = dict(p50=p['latency_p50'] / o['latency_p50'], p95=p['latency_p95'] / o['latency_p95'])
+            print(f'prototype / ours: p50 {ratio["p50"]:.2f}x, p95 {ratio["p95"]:.2f}x')
+            goals['at_least_3x_faster'] = ratio['p50'] >= 3
+            out['ratio'] = ratio
+        print('goals: ' + ', '.join(f'{k} {"PASS" if v else "FAIL"}' for k, v in goals.items()))
+        out['goals'] = goals
+    return out
+
+
+async def main(args) -> int:
+    corpus = Path(args.corpus)
+    if not (corpus / 'librivox').is_dir() or not (corpus / 'fsdd').is_dir():
+        print(f'latency.py: the real corpus is not at {corpus.resolve()} (expected librivox/, fsdd/, misc/). '
+              f'Run from the repository root next to ../shared/corpus, or pass --corpus DIR.', file=sys.stderr)
+        return 2
+    calls = corpus_calls(corpus, args.digits, args.digits_per_call)
+    profile, persona = get_profile(args.profile), load_persona()
+    n = sum(map(len, calls))
+    print(f'{n} turns of real speech in {len(calls)} calls per mode ({", ".join(str(len(c)) for c in calls)} turns); modes: {", ".join(args.modes)}')
+    started, rows = time.monotonic(), {}
+    for mode in args.modes:
+        rows[mode] = await run_mode(mode, calls, profile, persona, args.reply_timeout)
+    summ = {m: summarize(m, r, profile) for m, r in rows.items()}
+    out = report(summ, profile)
+    out.update(profile=profile.__dict__, corpus=str(corpus), stt='known transcripts (fake cloud STT returns the text of the recording)',
+               prototype=dict(vad='energy', threshold_db=PROTO_THRESHOLD_DB, voicing=None, hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20,
+                              split_sentences=False, llm='whole reply', tts='mp3_44100_128 whole, decoded, resampled, µ-law'),
+               turns=rows, run_s=time.monotonic() - started)
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=float))
+    print(f'\nwrote {path} ({time.monotonic() - started:.0f} s)')
+    return 0
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--corpus', default=str(ROOT.parent / 'shared' / 'corpus'), help='the real corpus (default ../shared/corpus)')
+    ap.add_argument('--profile', default='typical', help='fake cloud latency profile: instant, typical, slow')
+    ap.add_argument('--digits', type=int, default=20, help='spoken digits to say (besides the 4 sentences), up to 40')
+    ap.add_argument('--digits-per-call', type=int, default=5, help='digits per call')
+    ap.add_argument('--modes', nargs='+', default=['ours', 'prototype'], choices=['ours', 'prototype'])
+    ap.add_argument('--reply-timeout', type=float, default=20., help='longest wait for a reply to begin (s)')
+    ap.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'latency.json'))
+    return ap.parse_args(argv)
+
+if __name__ == '__main__':
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(asyncio.run(main(parse_args())))

@@ -1,0 +1,136 @@
+"""Whole calls through the server with the official OpenAI and ElevenLabs SDKs pointed at the local
+fake cloud, driven by the Twilio simulator: memory, barge-in, provider failures and fallbacks."""
+import numpy as np
+import pytest
+
+from artist_hotline.fakecloud import Engines, default_engines, running_fake_cloud
+from artist_hotline.offline import ScriptedBrain, espeak_synth
+from artist_hotline.persona import load_persona
+from artist_hotline.providers import EchoSTT
+from artist_hotline.server import FINISHED, Settings, create_app
+from artist_hotline.simulate import Step, dial, simulate_call
+
+TOKEN = 'sdk-test-token'
+
+
+def voiced(seconds, seed=0):
+    "A vowel-like voiced signal both detectors take for speech."
+    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
+    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
+    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
+    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+
+
+@pytest.fixture
+async def cloud_call(aiohttp_server):
+    "Start a fake cloud (transcripts from a queue) and a hotline using the cloud SDKs against it."
+    stack = []
+    async def start(texts=(), engines=None, **settings):
+        ctx = running_fake_cloud(profile='instant', engines=engines or Engines(EchoSTT(list(texts)), ScriptedBrain(load_persona()), espeak_synth))
+        fc = await ctx.__aenter__(); stack.append(ctx)
+        s = Settings(twilio_auth_token=TOKEN, openai_api_key='sk-test', openai_base_url=fc.openai_base_url,
+                     elevenlabs_api_key='xi-test', elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='voice-1', **settings)
+        app = create_app(s)
+        server = await aiohttp_server(app)
+        return fc, app, str(server.make_url('')).rstrip('/')
+    yield start
+    for ctx in reversed(stack): await ctx.__aexit__(None, None, None)
+
+
+async def test_two_turns_memory_through_the_sdks(cloud_call):
+    fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'])
+    result = await simulate_call(base, [Step(pcm=voiced(0.9), pause_s=0.3), Step(pcm=voiced(0.8, 1), pause_s=0.3)],
+                                 auth_token=TOKEN, speed=0)
+    call = app[FINISHED][-1]
+    assert [t.kind for t in call.turns] == ['greeting', 'reply', 'reply'] and [t.outcome for t in call.turns[1:]] == ['replied'] * 2
+    assert call.turns[1].llm == 'openai:gpt-4o-mini' and call.turns[1].tts == 'elevenlabs:eleven_flash_v2_5'
+    chats = fc.journal['chat']
+    assert len(chats) == 2  # the greeting is not the model's
+    second = chats[1]['messages']
+    assert [m['role'] for m in second] == ['system', 'assistant', 'user', 'assistant', 'user']
+    assert second[2]['content'] == 'tell me about your paintings' and second[3]['content'] == call.turns[1].heard_text
+    assert sum(m['content'] == call.persona.greeting for m in second) == 1
+    tts = fc.journal['tts']
+    assert {t['output_format'] for t in tts} == {'ulaw_8000'} and {t['voice_id'] for t in tts} == {'voice-1'}
+    assert all(t.latency_s is not None for t in result.turns) and result.errors == []
+    assert call.turns[1].prompt_tokens > 0 and call.turns[1].completion_tokens > 0
+
+
+async def test_barge_in_clears_and_history_keeps_what_was_heard(cloud_call):
+    fc, app, base = await cloud_call(['tell me about your paintings', 'wait a second'])
+    script = [Step(pcm=voiced(0.9), pause_s=0.2), Step(pcm=voiced(1.0, 2), barge_in_after_s=0.5, pause_s=0.3)]
+    result = await simulate_call(base, script, auth_token=TOKEN, speed=0)
+    call = app[FINISHED][-1]
+    cut = call.turns[1]
+    assert cut.interrupted and cut.outcome == 'barge_in' and len(result.clears) == 1
+    assert result.turns[1].barge_in and result.turns[0].bot_dropped_s > 0
+    second = fc.journal['chat'][1]['messages']
+    said = [m['content'] for m in second if m['role'] == 'assistant'][1:]
+    assert cut.reply_text.strip() not in said  # the unheard reply is not remembered as said
+    assert all(s.endswith('—') and cut.reply_text.startswith(s[:-1]) for s in said)
+    assert call.turns[2].outcome == 'replied'
+
+
+async def test_cough_during_reply_does_not_barge_in(cloud_call):
+    fc, app, base = await cloud_call(['tell me about your paintings'])
+    script = [Step(pcm=voiced(0.9), pause_s=0.2), Step(pcm=voiced(0.16, 3), barge_in_after_s=0.4, pause_s=0.2)]
+    result = await simulate_call(base, script, auth_token=TOKEN, speed=0, reply_timeout_s=2)
+    call = app[FINISHED][-1]
+    assert result.clears == [] and not any(k == 'barge_in' for _, k, _ in call.events)
+    assert not call.turns[1].interrupted and call.turns[1].outcome == 'replied'
+
+
+async def talk_turns(fc, base, faults=None):
+    "Greeting, then two caller turns; `faults` (endpoint, kind) hit the first turn only."
+    stream = await dial(base, TOKEN, speed=0)
+    await stream.wait_reply(0, 10, 0.5, 30)
+    heard = []
+    for i, pcm in enumerate((voiced(0.9), voiced(0.8, 1))):
+        if i == 0 and faults: fc.faults.fail_next(*faults, n=2)  # enough to defeat the single retry
+        await stream.say(pcm)
+        since = stream.now
+        heard.append(await stream.wait_sound(since, 8))
+        await stream.wait_reply(since, 8, 1.5, 30)  # longer than a stalled stream takes to time out
+        fc.faults.clear()
+    await stream.stop(); await stream.close()
+    return heard
+
+
+@pytest.mark.parametrize('endpoint,kind', [('chat', 'error'), ('chat', 'hang'), ('chat', 'drop'), ('chat', 'malformed'),
+                                           ('stt', 'error'), ('stt', 'hang'), ('tts', 'error'), ('tts', 'drop'), ('tts', 'stall')])
+async def test_provider_failure_gives_fallback_and_next_turn_works(cloud_call, endpoint, kind):
+    fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'],
+                                     llm_timeout_s=1.0, stt_timeout_s=1.0, tts_timeout_s=1.0)
+    heard = await talk_turns(fc, base, (endpoint, kind))
+    call = app[FINISHED][-1]
+    failed, ok = call.turns[1], call.turns[2]
+    assert failed.outcome == 'fallback' and failed.error, failed
+    assert any(failed.heard_text.endswith(line) for line in call.persona.fallback_lines), failed.heard_text
+    assert ok.outcome == 'replied' and ok.heard_text
+    assert all(h is not None for h in heard)  # the caller heard something after each turn
+    kinds = [k for _, k, _ in call.events]
+    assert kinds.count('fallback') == 1 and 'provider_error' in kinds
+
+
+async def test_one_failure_before_any_output_is_retried_unheard(cloud_call):
+    fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'])
+    stream = await dial(base, TOKEN, speed=0)
+    await stream.wait_reply(0, 10, 0.5, 30)
+    fc.faults.fail_next('chat', 'error', n=1)
+    await stream.say(voiced(0.9))
+    await stream.wait_reply(stream.now, 8, 0.5, 30)
+    await stream.stop(); await stream.close()
+    call = app[FINISHED][-1]
+    assert call.turns[1].outcome == 'replied' and fc.journal.count('chat') == 2
+    assert [k for _, k, _ in call.events] == ['provider_error']
+
+
+async def test_real_speech_through_pocketsphinx_gets_a_reply(cloud_call, corpus):
+    from artist_hotline.audio import read_audio
+    fc, app, base = await cloud_call(engines=default_engines(load_persona()))
+    pcm, sr = read_audio(corpus / 'misc/goforward.raw', 8000)
+    result = await simulate_call(base, [Step(pcm=pcm, sr=8000, pause_s=0.3)], auth_token=TOKEN, speed=0, reply_timeout_s=10)
+    call = app[FINISHED][-1]
+    assert 'forward' in call.turns[1].caller_text and call.turns[1].outcome == 'replied'
+    assert fc.journal.last('stt')['model'] == 'gpt-4o-mini-transcribe'
+    assert result.turns[0].latency_s is not None
