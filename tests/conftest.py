@@ -10,3 +10,9 @@ def corpus() -> Path:
     "The folder of real recordings (`../shared/corpus`); skips the test when it is absent."
     if not (CORPUS / 'MANIFEST.md').exists(): pytest.skip('real corpus not present')
     return CORPUS
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    "Run each test in its own folder, so default files (calls.sqlite3, recordings/calls) stay out of the checkout."
+    monkeypatch.chdir(tmp_path)

@@ -98,11 +98,18 @@ def test_sphinx_transcript_does_not_depend_on_history(stt, corpus):
 
 
 async def test_sphinx_decoders_are_bounded_and_concurrent_decoding_is_exact(corpus):
-    s = SphinxSTT(max_decoders=2)
+    s = SphinxSTT(max_decoders=2, workers=0)
     xs = [to_phone(*read_audio(f)) for f in sorted((corpus / 'fsdd').glob('[0-5]_lucas_1.wav'))]
     together = await asyncio.gather(*(s.transcribe(x) for x in xs))
     assert s.decoders == 2
     assert together == [s.decode(x) for x in xs]
+
+
+async def test_sphinx_worker_processes_give_the_same_words(corpus):
+    xs = [to_phone(*read_audio(f)) for f in sorted((corpus / 'fsdd').glob('[0-3]_george_0.wav'))]
+    s = SphinxSTT(workers=2).load()
+    try: assert await asyncio.gather(*(s.transcribe(x) for x in xs)) == [s.decode(x) for x in xs]
+    finally: s.close()
 
 
 def test_sphinx_from_many_threads(corpus):

@@ -1,0 +1,507 @@
+"""Capacity: how many simultaneous calls one hotline server process, on one core, carries.
+
+Run from the repository root (5 steps of 60 s: about 7 minutes):
+
+    .venv/bin/python bench/capacity.py
+    .venv/bin/python bench/capacity.py --steps 25 50 --seconds 20      # a quick look
+    .venv/bin/python bench/capacity.py --steps 200 --profile-server    # + the server's cProfile hotspots
+
+Three processes on 127.0.0.1 (2 cores): the hotline server (`create_app` with the cloud adapters that
+`make_providers` builds, default CallSettings) pinned to core 0; the fake OpenAI + ElevenLabs (`typical`
+latency profile; its speech-to-text returns the known transcript of the corpus recording, its eSpeak
+audio is synthesized once and cached, so it stays cheap) pinned to core 1; and this process, pinned to
+core 1, running N lean simulated Twilio callers: the exact Media Streams protocol over aiohttp
+WebSockets, 20 ms µ-law frames in real time from one shared ticker, marks echoed when the caller's
+playback reaches them. Each caller speaks real corpus recordings (../shared/corpus), waits for the
+reply to play out in real time, pauses 0.5-1.5 s and speaks again, for --seconds; N steps up.
+
+Per step: the server's event-loop lag (a task inside the server sleeps 10 ms and records the
+overshoot) over the steady window (all callers connected, none gone); at the callers, the gaps
+between consecutive bot frames within a sentence, whether playback ever starved, frames the server
+sent vs frames received; CPU and memory of the server process (psutil); errors; reply latency.
+The verdict is the largest N whose loop lag p99 stays under 20 ms with no starved or lost frames and
+no errors. The callers' own loop lag and the fake cloud's say whether the client side saturated
+first (then that step says nothing about the server). Prints a table, writes bench/results/capacity.json.
+"""
+from __future__ import annotations
+
+import argparse, asyncio, collections, cProfile, io, json, logging, os, pstats, random, signal, socket, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import psutil
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency import CachedSynth, KnownTranscriptSTT, corpus_calls  # noqa: E402  (the sibling bench script)
+
+from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_encode, ulaw_to_payload
+from artist_hotline.call import CallSink
+from artist_hotline.fakecloud import Engines, create_fake_cloud, get_profile
+from artist_hotline.offline import ScriptedBrain
+from artist_hotline.persona import load_persona
+from artist_hotline.server import CALLS, STATS, Settings, create_app
+from artist_hotline.simulate import map_stream_url, new_sid, parse_twiml, voice_params
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+SETTLE_S = 0.6 # a reply is over when nothing has played for this long
+REPLY_TIMEOUT_S = 10. # a turn with no reply by then counts as an error
+STARVE_S = 0.005 # playback ran dry for longer than this
+LAG_BUDGET_S = 0.020 # loop lag p99 allowed
+MAX_GAP_MS = 5000
+
+
+# ---------------------------------------------------------------- loop lag, in every process
+class LagMonitor:
+    "A task that sleeps 10 ms again and again and records how late it wakes up (the event loop's lag)."
+    def __init__(self, period: float = 0.01):
+        self.period, self.samples = period, collections.deque(maxlen=500_000)  # (loop time, lag s)
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.period)
+            now = loop.time()
+            self.samples.append((now, now - t - self.period))
+
+    def window(self, t0: float, t1: float) -> dict:
+        "Lag percentiles (ms) of the samples taken between loop times t0 and t1."
+        x = np.array([lag for t, lag in self.samples if t0 <= t <= t1]) * 1000
+        if not len(x): return dict(n=0, p50=None, p99=None, max=None)
+        return dict(n=len(x), p50=float(np.percentile(x, 50)), p99=float(np.percentile(x, 99)), max=float(x.max()))
+
+
+def pin(core: int):
+    "Run this process on one core only."
+    if hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, {core})
+
+
+# ---------------------------------------------------------------- the server process
+class BenchSink(CallSink):
+    "Keeps every turn record and event of every call (the app's FINISHED list only keeps the last 100 calls)."
+    def __init__(self):
+        self.turns, self.events = {}, []  # id(rec) -> (call t0, rec); (call t0, kind)
+    async def turn(self, call, rec): self.turns[id(rec)] = (call.t0, rec)
+    async def event(self, call, kind, detail): self.events.append((call.t0, kind))
+
+BENCH_LAG, BENCH_SINK, BENCH_PROF = web.AppKey('bench_lag', LagMonitor), web.AppKey('bench_sink', BenchSink), web.AppKey('bench_prof', dict)
+
+def _pct(x, q): return float(np.percentile(x, q)) if len(x) else None
+
+async def server_stats(request: web.Request) -> web.Response:
+    "The step's figures: loop lag in the steady window and the whole step, and the turns of calls that started in the step."
+    app, q = request.app, request.query
+    w0, w1, s0, s1 = (float(q[k]) for k in ('w0', 'w1', 's0', 's1'))
+    recs = [(t0, r) for t0, r in app[BENCH_SINK].turns.values() if s0 <= t0 <= s1]
+    replied = [r.latency for _, r in recs if r.kind == 'reply' and r.outcome == 'replied' and r.latency is not None]
+    return web.json_response(dict(
+        lag_window=app[BENCH_LAG].window(w0, w1), lag_step=app[BENCH_LAG].window(s0, s1), open_calls=len(app[CALLS]),
+        calls=len({t0 for t0, _ in recs}), outcomes=collections.Counter(f'{r.kind}:{r.outcome}' for _, r in recs),
+        events=collections.Counter(k for t0, k in app[BENCH_SINK].events if s0 <= t0 <= s1),
+        frames_sent=int(round(sum(r.audio_out_s for _, r in recs) * SAMPLE_RATE / FRAME_SAMPLES)),
+        latency_ms=dict(p50=_pct(replied, 50) and _pct(replied, 50) * 1000, p95=_pct(replied, 95) and _pct(replied, 95) * 1000),
+        stats={k: v for k, v in app[STATS].items()}))
+
+async def server_profile(request: web.Request) -> web.Response:
+    "Start (`?on=1`) or stop and dump (`?out=PATH`) a cProfile of the server's event loop thread."
+    prof = request.app[BENCH_PROF]
+    if request.query.get('on'):
+        prof['p'] = cProfile.Profile(); prof['p'].enable()
+    elif 'p' in prof:
+        p = prof.pop('p'); p.disable(); p.dump_stats(request.query['out'])
+    return web.json_response({})
+
+def serve_server(args):
+    "The hotline server process: one event loop on one core."
+    pin(args.core)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger('artist_hotline.server').setLevel(logging.ERROR)  # not the 'no TWILIO_AUTH_TOKEN' warning: loopback only
+    s = Settings(host='127.0.0.1', port=args.port, openai_api_key='sk-bench', openai_base_url=args.cloud + '/v1',
+                 elevenlabs_api_key='xi-bench', elevenlabs_base_url=args.cloud, elevenlabs_voice_id='bench-voice')
+    sink = BenchSink()
+    app = create_app(s, sink=sink)
+    app[BENCH_LAG], app[BENCH_SINK], app[BENCH_PROF] = LagMonitor(), sink, {}
+    async def monitor(app):
+        task = asyncio.create_task(app[BENCH_LAG].run())
+        yield
+        task.cancel()
+    app.cleanup_ctx.append(monitor)
+    app.router.add_get('/_bench/stats', server_stats)
+    app.router.add_get('/_bench/profile', server_profile)
+    web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, print=None, shutdown_timeout=5)
+
+
+# ---------------------------------------------------------------- the fake cloud process
+def serve_cloud(args):
+    "The fake OpenAI + ElevenLabs process, with engines that cost next to nothing."
+    pin(args.core)
+    logging.basicConfig(level=logging.WARNING)
+    persona = load_persona()
+    clips = [c for call in corpus_calls(Path(args.corpus), 40, 40) for c in call]
+    engines = Engines(KnownTranscriptSTT(clips), ScriptedBrain(persona), CachedSynth(persona, rate=SAMPLE_RATE))
+    app = create_fake_cloud(get_profile(args.cloud_profile), engines=engines)
+    lag = LagMonitor()
+    async def monitor(app):
+        task = asyncio.create_task(lag.run())
+        yield
+        task.cancel()
+    async def stats(request):
+        q = request.query
+        return web.json_response(dict(lag_window=lag.window(float(q.get('w0', 0)), float(q.get('w1', 1e18))),
+                                      stt_not_found=engines.stt.misses))
+    app.cleanup_ctx.append(monitor)
+    app.router.add_get('/_bench/stats', stats)
+    web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, print=None, shutdown_timeout=1, handler_cancellation=True)
+
+
+# ---------------------------------------------------------------- the callers
+MEDIA = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
+MARK = '{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":"%s"}}'
+SILENCE = ulaw_to_payload(bytes([ULAW_SILENCE]) * FRAME_SAMPLES)
+
+class Utterance:
+    "A corpus recording as ready-made media payloads."
+    def __init__(self, clip):
+        x = np.concatenate([clip.pcm, np.zeros(-len(clip.pcm) % FRAME_SAMPLES, np.int16)])
+        codes = ulaw_encode(x).tobytes()
+        self.payloads = [ulaw_to_payload(codes[i:i + FRAME_SAMPLES]) for i in range(0, len(codes), FRAME_SAMPLES)]
+        self.voiced_end = -(-clip.span[1] // FRAME_SAMPLES)  # frames up to and including the last voiced sample
+
+class StepStats:
+    "What the callers of one step saw."
+    def __init__(self):
+        self.errors, self.latency, self.active = collections.Counter(), [], set()
+        self.gaps = np.zeros(MAX_GAP_MS + 1, np.int64)  # ms histogram of bot frame inter-arrival times within a sentence
+        self.late = np.zeros(MAX_GAP_MS + 1, np.int64)  # ms histogram of the ticker's lateness
+        self.media_in = self.media_out = self.starved = self.sentence_gaps = self.turns = self.clears = self.calls_done = 0
+        self.starved_s = self.sentence_gap_s = 0.0
+
+def hist_pct(h: np.ndarray, q: float) -> float | None:
+    "Percentile (ms) of a 1 ms histogram."
+    n = h.sum()
+    return None if not n else float(np.searchsorted(np.cumsum(h), q / 100 * n))
+
+class Caller:
+    "One simulated Twilio call: speaks utterances in turn, plays the bot's audio in real time, echoes marks."
+    def __init__(self, i: int, utterances: list[Utterance], start: float, seconds: float, st: StepStats):
+        self.utts, self.k, self.st, self.rng = utterances, i % len(utterances), st, random.Random(i)
+        self.start_at, self.end_at = start, start + seconds
+        self.sid, self.account, self.stream_sid = new_sid('CA'), new_sid('AC'), new_sid('MZ')
+        self.seq = self.chunk = self.pos = 0
+        self.state, self.ws, self.closing = 'new', None, False
+        self.marks = collections.deque()  # (due loop time, name)
+        self.play_end = self.last_media = self.listen_since = self.pause_until = 0.
+        self.reply_at = self.stop_at = None
+        self.in_sentence = False
+
+    def _n(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def run(self, session: aiohttp.ClientSession, url: str):
+        "Ring, connect the stream, read what the server sends until the call ends."
+        loop, st = asyncio.get_running_loop(), self.st
+        await asyncio.sleep(max(0., self.start_at - loop.time()))
+        try:
+            async with session.post(url + '/voice', data=voice_params(self.sid, self.account)) as r:
+                if r.status != 200: st.errors[f'webhook HTTP {r.status}'] += 1; return
+                twiml = parse_twiml(await r.text())
+            self.ws = await session.ws_connect(map_stream_url(twiml.url, url), headers={'User-Agent': 'Twilio.TmeWs/1.0'}, autoping=False)
+            await self.ws.send_str(json.dumps({'event': 'connected', 'protocol': 'Call', 'version': '1.0.0'}))
+            await self.ws.send_str(json.dumps({'event': 'start', 'sequenceNumber': str(self._n()), 'streamSid': self.stream_sid, 'start': {
+                'accountSid': self.account, 'streamSid': self.stream_sid, 'callSid': self.sid, 'tracks': ['inbound'],
+                'mediaFormat': {'encoding': 'audio/x-mulaw', 'sampleRate': SAMPLE_RATE, 'channels': 1},
+                'customParameters': twiml.parameters}}))
+            self.state, self.listen_since = 'listen', loop.time()  # the greeting comes first
+            st.active.add(self)
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT: self.on_text(msg.data, loop.time())
+                else: st.errors[f'{msg.type.name} frame'] += 1
+            if self.state not in ('hangup', 'done'): st.errors['server closed the call'] += 1
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError, ValueError) as e:
+            st.errors[f'{type(e).__name__}'] += 1
+        finally:
+            st.active.discard(self)
+            if self.state == 'done': st.calls_done += 1
+            if self.ws is not None and not self.ws.closed: await self.ws.close()
+
+    def on_text(self, data: str, t: float):
+        st = self.st
+        if data.startswith('{"event": "media"'):
+            st.media_in += 1
+            if self.play_end < t:  # nothing queued: this frame plays now
+                if self.in_sentence and t - self.play_end > STARVE_S: st.starved += 1; st.starved_s += t - self.play_end
+                elif not self.in_sentence and self.reply_at is not None and t - self.play_end > STARVE_S:
+                    st.sentence_gaps += 1; st.sentence_gap_s += t - self.play_end  # silence between two sentences of a reply
+                self.play_end = t
+            if self.in_sentence: st.gaps[min(int((t - self.last_media) * 1000), MAX_GAP_MS)] += 1
+            self.last_media, self.in_sentence = t, True
+            self.play_end += FRAME_S
+            if self.state == 'talk': st.errors['bot audio while the caller talks'] += 1
+            if self.state == 'listen' and self.reply_at is None:
+                self.reply_at = t
+                if self.stop_at is not None: st.latency.append(t - self.stop_at); self.stop_at = None
+            return
+        try: msg = json.loads(data); ev = msg['event']
+        except (ValueError, KeyError, TypeError): st.errors['unreadable message'] += 1; return
+        if ev == 'mark':
+            self.marks.append((max(t, self.play_end), msg['mark']['name'])); self.in_sentence = False
+        elif ev == 'clear':
+            st.clears += 1; self.play_end, self.in_sentence = t, False
+            self.marks = collections.deque((t, name) for _, name in self.marks)  # pending marks are echoed at once
+        else: st.errors[f'unexpected event {ev!r}'] += 1
+
+    def tick(self, now: float) -> list[str]:
+        "The messages to send in this 20 ms tick: due mark echoes, one media frame, maybe the stop."
+        out = []
+        while self.marks and self.marks[0][0] <= now:
+            out.append(MARK % (self._n(), self.stream_sid, self.marks.popleft()[1]))
+        payload = SILENCE
+        if self.state == 'talk':
+            u = self.utts[self.k]
+            payload, self.pos = u.payloads[self.pos], self.pos + 1
+            if self.pos == u.voiced_end: self.stop_at = now  # the frame holding the last voiced sample leaves now
+            if self.pos == len(u.payloads): self.state, self.listen_since, self.reply_at = 'listen', now, None
+        elif self.state == 'listen':
+            if self.reply_at is not None:
+                if now >= self.play_end + SETTLE_S: self._turn_done(now)
+            elif now - self.listen_since > REPLY_TIMEOUT_S:
+                self.st.errors['no reply within 10 s'] += 1; self._turn_done(now)
+        elif self.state == 'pause' and now >= self.pause_until:
+            self.state, self.pos, self.k = 'talk', 0, (self.k + 1) % len(self.utts)
+        self.chunk += 1
+        out.append(MEDIA % (self._n(), self.chunk, (self.chunk - 1) * 20, payload, self.stream_sid))
+        self.st.media_out += 1
+        if self.state == 'hangup':
+            out.append(json.dumps({'event': 'stop', 'sequenceNumber': str(self._n()), 'streamSid': self.stream_sid,
+                                   'stop': {'accountSid': self.account, 'callSid': self.sid}}))
+            self.state = 'done'
+        return out
+
+    def _turn_done(self, now: float):
+        self.st.turns += 1
+        if now >= self.end_at: self.state = 'hangup'
+        else: self.state, self.pause_until = 'pause', now + self.rng.uniform(0.5, 1.5)
+
+async def ticker(st: StepStats, stop: asyncio.Event):
+    "Every 20 ms, one frame (and any due mark echoes) for every connected caller."
+    loop = asyncio.get_running_loop()
+    nxt = loop.time()
+    while not stop.is_set():
+        nxt += FRAME_S
+        delay = nxt - loop.time()
+        if delay > 0: await asyncio.sleep(delay)
+        now = loop.time()
+        st.late[min(int((now - nxt) * 1000), MAX_GAP_MS)] += 1
+        if now - nxt > 0.2: nxt = now  # far behind: the callers' clocks slip rather than burst
+        for c in list(st.active):
+            if c.state == 'done' or c.ws is None or c.ws.closed: continue
+            try:
+                for m in c.tick(now): await c.ws.send_str(m)
+            except (ConnectionError, RuntimeError):
+                st.errors['send failed'] += 1; c.state = 'done'
+            if c.state == 'done' and not c.closing:
+                c.closing = True
+                asyncio.ensure_future(c.ws.close())
+
+
+# ---------------------------------------------------------------- one step
+async def get_json(session, url: str, **params) -> dict:
+    async with session.get(url, params={k: str(v) for k, v in params.items()}) as r: return await r.json()
+
+async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str, procs: dict, me_lag: LagMonitor) -> dict:
+    loop = asyncio.get_running_loop()
+    ramp = min(args.ramp, args.seconds / 4)
+    s0 = loop.time() + 0.5
+    w0, w1 = s0 + ramp + 1.0, s0 + args.seconds  # steady window: everyone connected, nobody hung up yet
+    st, stop = StepStats(), asyncio.Event()
+    callers = [Caller(i, utts, s0 + ramp * i / n, args.seconds, st) for i in range(n)]
+    tick_task = asyncio.create_task(ticker(st, stop))
+    tasks = [asyncio.create_task(c.run(session, server_url)) for c in callers]
+    srv = procs['server']
+    rss_before = srv.memory_info().rss
+
+    async def sample():
+        "CPU times and memory of the processes over the steady window."
+        await asyncio.sleep(max(0., w0 - loop.time()))
+        a = {k: p.cpu_times() for k, p in procs.items()}; ta = loop.time()
+        if args.profile_server: await get_json(session, server_url + '/_bench/profile', on=1)
+        rss = []
+        while loop.time() < w1:
+            rss.append(srv.memory_info().rss)
+            await asyncio.sleep(min(1., max(0.01, w1 - loop.time())))
+        b = {k: p.cpu_times() for k, p in procs.items()}; tb = loop.time()
+        if args.profile_server:
+            await get_json(session, server_url + '/_bench/profile', out=str(Path(args.out).parent / f'capacity_profile_{n}.prof'))
+        return {k: (b[k].user + b[k].system - a[k].user - a[k].system) / (tb - ta) for k in procs}, max(rss)
+
+    sampler = asyncio.create_task(sample())
+    done, pending = await asyncio.wait(tasks, timeout=args.seconds + ramp + REPLY_TIMEOUT_S + 30)
+    for t in pending: t.cancel()
+    if pending: st.errors['caller still running at the deadline'] += len(pending); await asyncio.gather(*pending, return_exceptions=True)
+    stop.set(); await tick_task
+    cpu, rss_peak = await sampler
+    s1 = loop.time()
+    for _ in range(150):  # the server files its calls once their sockets close
+        h = await get_json(session, server_url + '/health')
+        if h['open_calls'] == 0: break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    srv_stats = await get_json(session, server_url + '/_bench/stats', w0=w0, w1=w1, s0=s0 - 1, s1=s1)
+    cloud_stats = await get_json(session, cloud_url + '/_bench/stats', w0=w0, w1=w1)
+    lat = np.array(st.latency) * 1000
+    errors = dict(st.errors)
+    for k, v in srv_stats['events'].items():
+        if k in ('provider_error', 'fallback', 'malformed'): errors[f'server {k}'] = v
+    for k, v in srv_stats['outcomes'].items():
+        if k.split(':')[1] in ('fallback', 'cancelled'): errors[f'server turn {k}'] = v
+    me = me_lag.window(w0, w1)
+    client = dict(loop_lag=me, tick_late_p99_ms=hist_pct(st.late, 99), cpu=cpu['client'], cloud_loop_lag=cloud_stats['lag_window'],
+                  cloud_cpu=cpu['cloud'])
+    client['saturated'] = bool((me['p99'] or 0) > LAG_BUDGET_S * 1000 or (client['tick_late_p99_ms'] or 0) > LAG_BUDGET_S * 1000
+                               or (cloud_stats['lag_window']['p99'] or 0) > 50 or cpu['client'] + cpu['cloud'] > 0.9)
+    lost = srv_stats['frames_sent'] - st.media_in
+    res = dict(n=n, seconds=args.seconds, calls_completed=st.calls_done, server_calls=srv_stats['calls'],
+               loop_lag_ms=srv_stats['lag_window'], loop_lag_whole_step_ms=srv_stats['lag_step'],
+               server_cpu=cpu['server'], cpu_per_call=cpu['server'] / n, rss_mb=rss_peak / 2**20,
+               mb_per_call=(rss_peak - rss_before) / 2**20 / n,
+               turns=st.turns, reply_latency_ms=dict(p50=_pct(lat, 50), p95=_pct(lat, 95), p99=_pct(lat, 99)),
+               server_latency_ms=srv_stats['latency_ms'], gap_p99_ms=hist_pct(st.gaps, 99), gap_max_ms=float(np.flatnonzero(st.gaps)[-1]) if st.gaps.any() else None,
+               starved=st.starved, starved_ms=st.starved_s * 1000, sentence_gaps=st.sentence_gaps, sentence_gap_ms=st.sentence_gap_s * 1000,
+               frames_sent=srv_stats['frames_sent'], frames_received=st.media_in, frames_lost=lost, caller_frames_sent=st.media_out,
+               clears=st.clears, errors=errors, outcomes=srv_stats['outcomes'], stt_not_found=cloud_stats['stt_not_found'], client=client)
+    res['ok'] = bool(res['loop_lag_ms']['p99'] is not None and res['loop_lag_ms']['p99'] < LAG_BUDGET_S * 1000 and not st.starved
+                     and lost == 0 and not errors and st.calls_done == n)
+    return res
+
+def fmt(x, spec='.0f'): return '-' if x is None else format(x, spec)
+
+def print_row(r: dict, header: bool = False):
+    if header:
+        print(f'{"N":>4} {"done":>4} {"lag p50":>7} {"p99":>6} {"max":>6} {"CPU":>5} {"CPU/call":>8} {"RSS MB":>6} {"MB/call":>7} {"turns":>5} '
+              f'{"reply p50":>9} {"p95":>5} {"gap p99":>7} {"starved":>7} {"lost":>5} {"errors":>6} {"client lag p99":>14} {"cloud p99":>9}  verdict')
+    c = r['client']
+    verdict = ('ok' if r['ok'] else 'FAIL') + (' (client side saturated: not a server figure)' if c['saturated'] else '')
+    print(f'{r["n"]:>4} {r["calls_completed"]:>4} {fmt(r["loop_lag_ms"]["p50"], ".1f"):>7} {fmt(r["loop_lag_ms"]["p99"], ".1f"):>6} '
+          f'{fmt(r["loop_lag_ms"]["max"]):>6} {r["server_cpu"] * 100:>4.0f}% {r["cpu_per_call"] * 100:>7.2f}% {r["rss_mb"]:>6.0f} {r["mb_per_call"]:>7.2f} '
+          f'{r["turns"]:>5} {fmt(r["reply_latency_ms"]["p50"]):>9} {fmt(r["reply_latency_ms"]["p95"]):>5} {fmt(r["gap_p99_ms"]):>7} '
+          f'{r["starved"]:>7} {r["frames_lost"]:>5} {sum(r["errors"].values()):>6} {fmt(c["loop_lag"]["p99"], ".1f"):>14} '
+          f'{fmt(c["cloud_loop_lag"]["p99"], ".1f"):>9}  {verdict}', flush=True)
+    if r['errors']: print(f'       errors: {r["errors"]}')
+
+
+# ---------------------------------------------------------------- orchestration
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+async def wait_up(session, url: str, proc: subprocess.Popen, what: str, timeout: float = 90):
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if proc.poll() is not None: raise SystemExit(f'capacity.py: the {what} process exited ({proc.returncode}); see its log')
+        try:
+            async with session.get(url) as r:
+                if r.status == 200: return
+        except aiohttp.ClientError: pass
+        await asyncio.sleep(0.3)
+    raise SystemExit(f'capacity.py: the {what} did not come up in {timeout:.0f} s')
+
+async def drive(args, server: subprocess.Popen, cloud: subprocess.Popen, server_url: str, cloud_url: str) -> list[dict]:
+    utts = [Utterance(c) for call in corpus_calls(Path(args.corpus), 40, 40) for c in call]
+    lag = LagMonitor()
+    lag_task = asyncio.create_task(lag.run())
+    procs = dict(server=psutil.Process(server.pid), cloud=psutil.Process(cloud.pid), client=psutil.Process())
+    results = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await wait_up(session, cloud_url + '/_bench/stats', cloud, 'fake cloud')
+        await wait_up(session, server_url + '/health', server, 'hotline server')
+        print(f'server pid {server.pid} on core {args.server_core}; fake cloud pid {cloud.pid} and callers pid {os.getpid()} on core {args.client_core}; '
+              f'{len(utts)} corpus recordings; {args.seconds:g} s per step\n', flush=True)
+        for i, n in enumerate(args.steps):
+            r = await run_step(n, args, utts, session, server_url, cloud_url, procs, lag)
+            results.append(r)
+            print_row(r, header=i == 0)
+            await asyncio.sleep(2)
+    lag_task.cancel()
+    return results
+
+def report(results: list[dict], args):
+    trusted = [r for r in results if not r['client']['saturated']]
+    passing = [r['n'] for r in trusted if r['ok']]
+    best = max(passing) if passing else None
+    print(f'\nlargest N with server loop lag p99 < {LAG_BUDGET_S * 1000:.0f} ms, no starved or lost frames, no errors: {best if best else "none"}'
+          + (f' (steps where the client side saturated are left out: {[r["n"] for r in results if r["client"]["saturated"]]})'
+             if len(trusted) < len(results) else ''))
+    goal = best is not None and best >= 200
+    print(f'goal 200 calls on one process, one core: {"PASS" if goal else "FAIL"}')
+    if args.profile_server and results:
+        n = results[-1]['n']
+        path = Path(args.out).parent / f'capacity_profile_{n}.prof'
+        if path.exists():
+            print(f'\nserver hotspots at N={n} (cProfile of the event loop thread over the steady window; it slows the server, so this run\'s lag figures are not valid):')
+            out = io.StringIO()
+            pstats.Stats(str(path), stream=out).sort_stats('tottime').print_stats(25)
+            print('\n'.join(out.getvalue().splitlines()[-32:]))
+    return dict(best_n=best, goal_200=goal)
+
+def main(args) -> int:
+    corpus = Path(args.corpus)
+    if not (corpus / 'librivox').is_dir() or not (corpus / 'fsdd').is_dir():
+        print(f'capacity.py: the real corpus is not at {corpus.resolve()} (expected librivox/, fsdd/, misc/). '
+              f'Run from the repository root next to ../shared/corpus, or pass --corpus DIR.', file=sys.stderr)
+        return 2
+    if len(os.sched_getaffinity(0)) < 2: print('capacity.py: only one core available: server and callers will share it', file=sys.stderr)
+    pin(args.client_core)
+    logs = Path(tempfile.mkdtemp(prefix='capacity-'))
+    cport, sport = free_port(), free_port()
+    cloud_url, server_url = f'http://127.0.0.1:{cport}', f'http://127.0.0.1:{sport}'
+    me = [sys.executable, str(Path(__file__).resolve())]
+    cloud = subprocess.Popen(me + ['--role', 'cloud', '--port', str(cport), '--core', str(args.client_core), '--corpus', args.corpus,
+                                   '--cloud-profile', args.cloud_profile], stdout=open(logs / 'cloud.log', 'w'), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(me + ['--role', 'server', '--port', str(sport), '--core', str(args.server_core), '--cloud', cloud_url],
+                              stdout=open(logs / 'server.log', 'w'), stderr=subprocess.STDOUT)
+    started = time.monotonic()
+    try:
+        results = asyncio.run(drive(args, server, cloud, server_url, cloud_url))
+    finally:
+        for p in (server, cloud):
+            if p.poll() is None: p.send_signal(signal.SIGINT)
+        for p in (server, cloud):
+            try: p.wait(10)
+            except subprocess.TimeoutExpired: p.kill(); p.wait()
+    verdict = report(results, args)
+    out = dict(steps=results, **verdict, lag_budget_ms=LAG_BUDGET_S * 1000, cloud_profile=args.cloud_profile,
+               cores=dict(server=args.server_core, client_and_cloud=args.client_core), logs=str(logs), run_s=time.monotonic() - started,
+               note='callers and fake cloud share one core; a step whose client side saturated says nothing about the server')
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f'\nwrote {path}; process logs in {logs} ({time.monotonic() - started:.0f} s)')
+    return 0
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--steps', type=int, nargs='+', default=[25, 50, 100, 200, 400], help='numbers of simultaneous callers')
+    ap.add_argument('--seconds', type=float, default=60., help='how long each caller stays on the line in each step')
+    ap.add_argument('--ramp', type=float, default=5., help='callers dial in over this many seconds')
+    ap.add_argument('--corpus', default=str(ROOT.parent / 'shared' / 'corpus'), help='the real corpus (default ../shared/corpus)')
+    ap.add_argument('--cloud-profile', default='typical', help='fake cloud latency profile')
+    ap.add_argument('--server-core', type=int, default=0)
+    ap.add_argument('--client-core', type=int, default=1, help='core of the callers and the fake cloud')
+    ap.add_argument('--profile-server', action='store_true', help='cProfile the server over each steady window (slows it: lag figures then invalid)')
+    ap.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'capacity.json'))
+    ap.add_argument('--role', choices=['main', 'server', 'cloud'], default='main', help=argparse.SUPPRESS)
+    ap.add_argument('--port', type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument('--core', type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument('--cloud', default='', help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+if __name__ == '__main__':
+    a = parse_args()
+    if a.role == 'server': serve_server(a)
+    elif a.role == 'cloud': serve_cloud(a)
+    else: sys.exit(main(a))

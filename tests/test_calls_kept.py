@@ -1,0 +1,188 @@
+"""Every call kept, through the running server and the Twilio simulator: the store (SQLite and
+PostgreSQL), memory across calls, recordings, the calls API and page, limits, SMS and REST hang-up."""
+import asyncio, os
+import numpy as np
+import pytest
+import soundfile as sf
+from aiohttp import web
+
+from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
+from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
+from artist_hotline.server import FINISHED, STORE, Settings, create_app
+from artist_hotline.simulate import Hangup, Step, dial, simulate_call
+from test_callsweb import CHROMIUM, chromium
+from test_store import db_url  # noqa: F401  (SQLite and PostgreSQL, each test on a fresh database)
+
+UI_TOKEN = 'calls-ui-token'
+
+
+def voiced(seconds, seed=0):
+    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
+    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
+    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
+    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+
+
+@pytest.fixture
+async def hotline(aiohttp_server, db_url, tmp_path):  # noqa: F811
+    "Start a hotline with fake engines on a fresh store; returns (app, base URL, llm)."
+    async def start(texts=('i paint boats', 'and i live by the sea'), **settings):
+        llm = CannedLLM('Boats are wonderful. Tell me more?')
+        kw = dict(database_url=db_url, recordings_dir=str(tmp_path / 'rec'), calls_ui_token=UI_TOKEN) | settings
+        app = create_app(Settings(**kw), providers=Providers(EchoSTT(list(texts) * 4), llm, ToneTTS()))
+        server = await aiohttp_server(app)
+        return app, str(server.make_url('')).rstrip('/'), llm
+    return start
+
+
+def last_reply_prompt(llm):
+    "The system prompt of the last reply (not of a call summary)."
+    return [p for p in llm.prompts if not p[0]['content'].startswith('Summarise')][-1][0]['content']
+
+
+async def one_call(base, n=1, caller='+15551112222', **kw):
+    return await simulate_call(base, [Step(pcm=voiced(0.8, i), pause_s=0.2) for i in range(n)], speed=0, from_=caller, **kw)
+
+
+async def test_calls_are_stored_and_served(hotline):
+    app, base, llm = await hotline(record_calls=True)
+    sim = await one_call(base, 2)
+    await asyncio.sleep(0.2)
+    store = app[STORE]
+    (row,) = await store.list_calls()
+    assert row['sid'] == sim.call_sid and row['caller'] == '+15551112222' and row['ended_at'] is not None
+    call = await store.get_call(sim.call_sid)
+    kinds = [t['kind'] for t in call['turns']]
+    assert kinds == ['notice', 'greeting', 'reply', 'reply']  # the recording notice comes first
+    replies = [t for t in call['turns'] if t['kind'] == 'reply']
+    assert [t['caller_text'] for t in replies] == ['i paint boats', 'and i live by the sea']
+    assert all(t['outcome'] == 'replied' and t['first_sent'] > t['speech_end'] for t in replies)
+    assert call['summary'] == 'Boats are wonderful. Tell me more?'  # written by the model, from the transcript:
+    assert 'i paint boats' in llm.prompts[-1][-1]['content'] and 'Summarise' in llm.prompts[-1][0]['content']
+    # the recording: stereo, 8 kHz, caller left and bot right
+    x, sr = sf.read(call['recording'], dtype='int16')
+    assert sr == 8000 and x.shape[1] == 2 and np.abs(x[:, 0]).max() > 1000 and np.abs(x[:, 1]).max() > 1000
+    assert abs(len(x) / 8000 - sim.duration_s) < 0.5
+
+
+async def test_calls_api_needs_the_token(hotline):
+    import aiohttp
+    app, base, _ = await hotline(record_calls=True)
+    sim = await one_call(base)
+    await asyncio.sleep(0.2)
+    auth = {'Authorization': f'Bearer {UI_TOKEN}'}
+    async with aiohttp.ClientSession() as http:
+        assert (await http.get(f'{base}/calls')).status == 401
+        listing = await (await http.get(f'{base}/calls', headers=auth)).json()
+        assert [c['sid'] for c in listing['calls']] == [sim.call_sid]
+        detail = await (await http.get(f'{base}/calls/{sim.call_sid}', headers=auth)).json()
+        assert [t['kind'] for t in detail['turns']][-1] == 'reply' and detail['events'] is not None
+        wav = await http.get(f'{base}/calls/{sim.call_sid}/recording.wav?token={UI_TOKEN}')
+        assert wav.status == 200 and (await wav.read())[:4] == b'RIFF'
+
+
+async def test_calls_ui_closed_without_a_token(hotline):
+    import aiohttp
+    app, base, _ = await hotline(calls_ui_token='')
+    async with aiohttp.ClientSession() as http:
+        for path in ('/calls', '/calls/ui', '/calls/CA1'):
+            assert (await http.get(base + path, headers={'Authorization': 'Bearer '})).status == 404
+
+
+async def test_returning_caller_is_remembered(hotline):
+    app, base, llm = await hotline()
+    await one_call(base, 1, caller='+15553334444')
+    await asyncio.sleep(0.2)
+    await one_call(base, 1, caller='+15553334444')
+    system = last_reply_prompt(llm)
+    assert 'You spoke with this caller before' in system and 'boats' in system.lower()
+    await one_call(base, 1, caller='+15559990000')  # someone else: no memory of the first caller
+    assert 'spoke with this caller before' not in last_reply_prompt(llm)
+
+
+async def test_memory_across_calls_can_be_switched_off(hotline):
+    app, base, llm = await hotline(memory_chars=0)
+    await one_call(base, 1, caller='+15553334444')
+    await asyncio.sleep(0.2)
+    await one_call(base, 1, caller='+15553334444')
+    assert 'spoke with this caller before' not in last_reply_prompt(llm)
+
+
+async def test_hourly_limit_refuses_with_busy_message(hotline):
+    import aiohttp
+    app, base, _ = await hotline(calls_per_hour=1)
+    await one_call(base, 1, caller='+15557770000')
+    form = {'CallSid': 'CA999', 'From': '+15557770000', 'To': '+1555', 'CallStatus': 'ringing'}
+    async with aiohttp.ClientSession() as http:
+        twiml = await (await http.post(f'{base}/voice', data=form)).text()
+    assert '<Say>' in twiml and '<Hangup />' in twiml and '<Connect>' not in twiml
+    (refusal,) = await app[STORE].refusals()
+    assert refusal['caller'] == '+15557770000' and 'hour' in refusal['reason']
+    other = await one_call(base, 1, caller='+15550001111')  # other callers still get through
+    assert other.turns and other.turns[0].latency_s is not None
+
+
+async def test_cap_on_open_calls(hotline):
+    import aiohttp
+    app, base, _ = await hotline(max_open_calls=1)
+    stream = await dial(base, speed=0, from_='+15551230001')
+    async with aiohttp.ClientSession() as http:
+        twiml = await (await http.post(f'{base}/voice', data={'CallSid': 'CA2', 'From': '+15551230002'})).text()
+    assert '<Hangup />' in twiml
+    await stream.stop(); await stream.close()
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as http:
+        twiml = await (await http.post(f'{base}/voice', data={'CallSid': 'CA3', 'From': '+15551230002'})).text()
+    assert '<Connect>' in twiml  # the first call ended: room again
+
+
+@pytest.fixture
+async def twilio_rest(aiohttp_server):
+    server = await aiohttp_server(fake_twilio_api('AC' + '1' * 32, 'rest-token'))
+    return server.app, str(server.make_url('')).rstrip('/')
+
+
+async def test_sms_summary_at_call_end(hotline, twilio_rest):
+    rest, api = twilio_rest
+    app, base, _ = await hotline(notify_sms_to='+15550009999', notify_sms_from='+15550000001', twilio_account_sid='AC' + '1' * 32,
+                                 twilio_auth_token='rest-token', twilio_api_base=api)
+    sim = await one_call(base, 1, auth_token='rest-token')
+    await asyncio.sleep(0.3)
+    (sms,) = [m for m in rest[TWILIO_SENT] if m.get('To') == '+15550009999']
+    assert '+15551112222' in sms['Body'] and 'boats' in sms['Body'].lower()
+    assert sim.turns[0].latency_s is not None
+
+
+async def test_sms_failure_is_recorded_and_harmless(hotline, twilio_rest):
+    rest, api = twilio_rest
+    app, base, _ = await hotline(notify_sms_to='+15550009999', notify_sms_from='+15550000001', twilio_account_sid='AC' + '2' * 32,
+                                 twilio_auth_token='rest-token', twilio_api_base=api)  # an account the API does not know
+    sim = await one_call(base, 1, auth_token='rest-token')
+    await asyncio.sleep(0.3)
+    call = await app[STORE].get_call(sim.call_sid)
+    assert any(e['kind'] == 'sms_failed' for e in call['events']) and call['ended_at'] is not None
+    assert sim.turns[0].latency_s is not None
+
+
+async def test_rest_hangup_when_credentials_exist(hotline, twilio_rest):
+    rest, api = twilio_rest
+    app, base, _ = await hotline(twilio_account_sid='AC' + '1' * 32, twilio_auth_token='rest-token', twilio_api_base=api,
+                                 idle_reprompt_s=0.4, idle_hangup_s=1.0)
+    stream = await dial(base, 'rest-token', speed=0)
+    with pytest.raises(Hangup):
+        for _ in range(500): await stream.fill(0.02, waiting=True)
+    await stream.close()
+    await asyncio.sleep(0.2)
+    (update,) = [m for m in rest[TWILIO_SENT] if m.get('Status') == 'completed']
+    assert update.get('CallSid', stream.call_sid) == stream.call_sid
+    assert app[FINISHED][-1].end_reason == 'caller silent'
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='Debian chromium is not installed (apt-get install -y chromium)')
+async def test_calls_page_in_chromium_lists_a_simulated_call(hotline):
+    app, base, _ = await hotline(record_calls=True)
+    sim = await one_call(base, 2)
+    await asyncio.sleep(0.2)
+    dom = await chromium(f'{base}/calls/ui?token={UI_TOKEN}', '--dump-dom')
+    assert sim.call_sid in dom and 'i paint boats' in dom
+    assert f'/calls/{sim.call_sid}/recording.wav?token={UI_TOKEN}' in dom.replace('&amp;', '&')
