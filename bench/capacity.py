@@ -25,7 +25,7 @@ first (then that step says nothing about the server). Prints a table, writes ben
 """
 from __future__ import annotations
 
-import argparse, asyncio, collections, cProfile, io, json, logging, os, pstats, random, signal, socket, subprocess, sys, tempfile, time
+import argparse, asyncio, collections, cProfile, gc, io, json, logging, os, pstats, random, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import aiohttp
@@ -51,6 +51,7 @@ REPLY_TIMEOUT_S = 10. # a turn with no reply by then counts as an error
 STARVE_S = 0.005 # playback ran dry for longer than this
 LAG_BUDGET_S = 0.020 # loop lag p99 allowed
 MAX_GAP_MS = 5000
+SLOTS = 10 # phases of the callers' 20 ms frame clocks (2 ms apart): real calls do not send in lockstep
 
 
 # ---------------------------------------------------------------- loop lag, in every process
@@ -80,6 +81,19 @@ def pin(core: int):
 
 
 # ---------------------------------------------------------------- the server process
+class GcWatch:
+    "How long the garbage collector stops the process, per collection."
+    def __init__(self):
+        self.pauses, self._t = collections.deque(maxlen=100_000), 0.  # (monotonic time, generation, seconds)
+        gc.callbacks.append(self._cb)
+    def _cb(self, phase, info):
+        if phase == 'start': self._t = time.perf_counter()
+        else: self.pauses.append((time.monotonic(), info['generation'], time.perf_counter() - self._t))
+    def window(self, t0: float, t1: float) -> dict:
+        p = [(g, d) for t, g, d in self.pauses if t0 <= t <= t1]
+        return {f'gen{g}': dict(n=sum(1 for x, _ in p if x == g), max_ms=max([d for x, d in p if x == g], default=0) * 1000,
+                                total_ms=sum(d for x, d in p if x == g) * 1000) for g in (0, 1, 2)}
+
 class BenchSink(CallSink):
     "Keeps every turn record and event of every call (the app's FINISHED list only keeps the last 100 calls)."
     def __init__(self):
@@ -88,6 +102,7 @@ class BenchSink(CallSink):
     async def event(self, call, kind, detail): self.events.append((call.t0, kind))
 
 BENCH_LAG, BENCH_SINK, BENCH_PROF = web.AppKey('bench_lag', LagMonitor), web.AppKey('bench_sink', BenchSink), web.AppKey('bench_prof', dict)
+BENCH_GC = web.AppKey('bench_gc', GcWatch)
 
 def _pct(x, q): return float(np.percentile(x, q)) if len(x) else None
 
@@ -98,7 +113,7 @@ async def server_stats(request: web.Request) -> web.Response:
     recs = [(t0, r) for t0, r in app[BENCH_SINK].turns.values() if s0 <= t0 <= s1]
     replied = [r.latency for _, r in recs if r.kind == 'reply' and r.outcome == 'replied' and r.latency is not None]
     return web.json_response(dict(
-        lag_window=app[BENCH_LAG].window(w0, w1), lag_step=app[BENCH_LAG].window(s0, s1), open_calls=len(app[CALLS]),
+        lag_window=app[BENCH_LAG].window(w0, w1), lag_step=app[BENCH_LAG].window(s0, s1), open_calls=len(app[CALLS]), gc=app[BENCH_GC].window(w0, w1),
         calls=len({t0 for t0, _ in recs}), outcomes=collections.Counter(f'{r.kind}:{r.outcome}' for _, r in recs),
         events=collections.Counter(k for t0, k in app[BENCH_SINK].events if s0 <= t0 <= s1),
         frames_sent=int(round(sum(r.audio_out_s for _, r in recs) * SAMPLE_RATE / FRAME_SAMPLES)),
@@ -123,7 +138,7 @@ def serve_server(args):
                  elevenlabs_api_key='xi-bench', elevenlabs_base_url=args.cloud, elevenlabs_voice_id='bench-voice')
     sink = BenchSink()
     app = create_app(s, sink=sink)
-    app[BENCH_LAG], app[BENCH_SINK], app[BENCH_PROF] = LagMonitor(), sink, {}
+    app[BENCH_LAG], app[BENCH_SINK], app[BENCH_PROF], app[BENCH_GC] = LagMonitor(), sink, {}, GcWatch()
     async def monitor(app):
         task = asyncio.create_task(app[BENCH_LAG].run())
         yield
@@ -173,10 +188,10 @@ class Utterance:
 class StepStats:
     "What the callers of one step saw."
     def __init__(self):
-        self.errors, self.latency, self.active = collections.Counter(), [], set()
+        self.errors, self.latency, self.active = collections.Counter(), [], [set() for _ in range(SLOTS)]
         self.gaps = np.zeros(MAX_GAP_MS + 1, np.int64)  # ms histogram of bot frame inter-arrival times within a sentence
         self.late = np.zeros(MAX_GAP_MS + 1, np.int64)  # ms histogram of the ticker's lateness
-        self.media_in = self.media_out = self.starved = self.sentence_gaps = self.turns = self.clears = self.calls_done = 0
+        self.media_in = self.bytes_in = self.media_out = self.starved = self.sentence_gaps = self.turns = self.clears = self.calls_done = 0
         self.starved_s = self.sentence_gap_s = 0.0
 
 def hist_pct(h: np.ndarray, q: float) -> float | None:
@@ -187,7 +202,7 @@ def hist_pct(h: np.ndarray, q: float) -> float | None:
 class Caller:
     "One simulated Twilio call: speaks utterances in turn, plays the bot's audio in real time, echoes marks."
     def __init__(self, i: int, utterances: list[Utterance], start: float, seconds: float, st: StepStats):
-        self.utts, self.k, self.st, self.rng = utterances, i % len(utterances), st, random.Random(i)
+        self.utts, self.k, self.st, self.rng, self.slot = utterances, i % len(utterances), st, random.Random(i), i % SLOTS
         self.start_at, self.end_at = start, start + seconds
         self.sid, self.account, self.stream_sid = new_sid('CA'), new_sid('AC'), new_sid('MZ')
         self.seq = self.chunk = self.pos = 0
@@ -216,7 +231,7 @@ class Caller:
                 'mediaFormat': {'encoding': 'audio/x-mulaw', 'sampleRate': SAMPLE_RATE, 'channels': 1},
                 'customParameters': twiml.parameters}}))
             self.state, self.listen_since = 'listen', loop.time()  # the greeting comes first
-            st.active.add(self)
+            st.active[self.slot].add(self)
             async for msg in self.ws:
                 if msg.type == aiohttp.WSMsgType.TEXT: self.on_text(msg.data, loop.time())
                 else: st.errors[f'{msg.type.name} frame'] += 1
@@ -224,22 +239,26 @@ class Caller:
         except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError, ValueError) as e:
             st.errors[f'{type(e).__name__}'] += 1
         finally:
-            st.active.discard(self)
+            st.active[self.slot].discard(self)
             if self.state == 'done': st.calls_done += 1
             if self.ws is not None and not self.ws.closed: await self.ws.close()
 
     def on_text(self, data: str, t: float):
         st = self.st
-        if data.startswith('{"event": "media"'):
-            st.media_in += 1
-            if self.play_end < t:  # nothing queued: this frame plays now
+        if data.startswith(('{"event": "media"', '{"event":"media"')):
+            i = data.find('"payload"') + 9
+            i = data.find('"', i) + 1
+            j = data.find('"', i)
+            n = (j - i) * 3 // 4 - (data[j - 2:j].count('='))  # µ-law bytes in the base64 payload
+            st.media_in += 1; st.bytes_in += n
+            if self.play_end < t:  # nothing queued: this audio plays now
                 if self.in_sentence and t - self.play_end > STARVE_S: st.starved += 1; st.starved_s += t - self.play_end
                 elif not self.in_sentence and self.reply_at is not None and t - self.play_end > STARVE_S:
                     st.sentence_gaps += 1; st.sentence_gap_s += t - self.play_end  # silence between two sentences of a reply
                 self.play_end = t
             if self.in_sentence: st.gaps[min(int((t - self.last_media) * 1000), MAX_GAP_MS)] += 1
             self.last_media, self.in_sentence = t, True
-            self.play_end += FRAME_S
+            self.play_end += n / SAMPLE_RATE
             if self.state == 'talk': st.errors['bot audio while the caller talks'] += 1
             if self.state == 'listen' and self.reply_at is None:
                 self.reply_at = t
@@ -287,17 +306,17 @@ class Caller:
         else: self.state, self.pause_until = 'pause', now + self.rng.uniform(0.5, 1.5)
 
 async def ticker(st: StepStats, stop: asyncio.Event):
-    "Every 20 ms, one frame (and any due mark echoes) for every connected caller."
+    "Every 20 ms, one frame (and any due mark echoes) for every connected caller; callers are spread over SLOTS phases, as real calls are."
     loop = asyncio.get_running_loop()
-    nxt = loop.time()
+    nxt, k = loop.time(), 0
     while not stop.is_set():
-        nxt += FRAME_S
+        nxt += FRAME_S / SLOTS
         delay = nxt - loop.time()
         if delay > 0: await asyncio.sleep(delay)
         now = loop.time()
         st.late[min(int((now - nxt) * 1000), MAX_GAP_MS)] += 1
         if now - nxt > 0.2: nxt = now  # far behind: the callers' clocks slip rather than burst
-        for c in list(st.active):
+        for c in list(st.active[k % SLOTS]):
             if c.state == 'done' or c.ws is None or c.ws.closed: continue
             try:
                 for m in c.tick(now): await c.ws.send_str(m)
@@ -306,6 +325,7 @@ async def ticker(st: StepStats, stop: asyncio.Event):
             if c.state == 'done' and not c.closing:
                 c.closing = True
                 asyncio.ensure_future(c.ws.close())
+        k += 1
 
 
 # ---------------------------------------------------------------- one step
@@ -327,16 +347,22 @@ async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str,
     async def sample():
         "CPU times and memory of the processes over the steady window."
         await asyncio.sleep(max(0., w0 - loop.time()))
-        a = {k: p.cpu_times() for k, p in procs.items()}; ta = loop.time()
+        a = {k: p.cpu_times() for k, p in procs.items()}; ta = loop.time(); ca = psutil.cpu_times(percpu=True)
         if args.profile_server: await get_json(session, server_url + '/_bench/profile', on=1)
         rss = []
         while loop.time() < w1:
             rss.append(srv.memory_info().rss)
             await asyncio.sleep(min(1., max(0.01, w1 - loop.time())))
-        b = {k: p.cpu_times() for k, p in procs.items()}; tb = loop.time()
+        b = {k: p.cpu_times() for k, p in procs.items()}; tb = loop.time(); cb = psutil.cpu_times(percpu=True)
         if args.profile_server:
             await get_json(session, server_url + '/_bench/profile', out=str(Path(args.out).parent / f'capacity_profile_{n}.prof'))
-        return {k: (b[k].user + b[k].system - a[k].user - a[k].system) / (tb - ta) for k in procs}, max(rss)
+        used = {k: (b[k].user + b[k].system - a[k].user - a[k].system) / (tb - ta) for k in procs}
+        busy = lambda t: t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+        core = lambda i: (busy(cb[i]) - busy(ca[i])) / (tb - ta) if i < len(ca) else 0.
+        # what other processes (not this benchmark's three) took from the cores, e.g. someone's test run
+        used['other_on_server_core'] = max(0., core(args.server_core) - used['server'])
+        used['other_on_client_core'] = max(0., core(args.client_core) - used['client'] - used['cloud'])
+        return used, max(rss)
 
     sampler = asyncio.create_task(sample())
     done, pending = await asyncio.wait(tasks, timeout=args.seconds + ramp + REPLY_TIMEOUT_S + 30)
@@ -363,16 +389,17 @@ async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str,
                   cloud_cpu=cpu['cloud'])
     client['saturated'] = bool((me['p99'] or 0) > LAG_BUDGET_S * 1000 or (client['tick_late_p99_ms'] or 0) > LAG_BUDGET_S * 1000
                                or (cloud_stats['lag_window']['p99'] or 0) > 50 or cpu['client'] + cpu['cloud'] > 0.9)
-    lost = srv_stats['frames_sent'] - st.media_in
-    res = dict(n=n, seconds=args.seconds, calls_completed=st.calls_done, server_calls=srv_stats['calls'],
+    lost = srv_stats['frames_sent'] - st.bytes_in // FRAME_SAMPLES
+    res = dict(n=n, seconds=args.seconds, other_load=dict(server_core=cpu['other_on_server_core'], client_core=cpu['other_on_client_core']), calls_completed=st.calls_done, server_calls=srv_stats['calls'],
                loop_lag_ms=srv_stats['lag_window'], loop_lag_whole_step_ms=srv_stats['lag_step'],
                server_cpu=cpu['server'], cpu_per_call=cpu['server'] / n, rss_mb=rss_peak / 2**20,
                mb_per_call=(rss_peak - rss_before) / 2**20 / n,
                turns=st.turns, reply_latency_ms=dict(p50=_pct(lat, 50), p95=_pct(lat, 95), p99=_pct(lat, 99)),
-               server_latency_ms=srv_stats['latency_ms'], gap_p99_ms=hist_pct(st.gaps, 99), gap_max_ms=float(np.flatnonzero(st.gaps)[-1]) if st.gaps.any() else None,
+               server_latency_ms=srv_stats['latency_ms'], server_gc=srv_stats['gc'], gap_p99_ms=hist_pct(st.gaps, 99), gap_max_ms=float(np.flatnonzero(st.gaps)[-1]) if st.gaps.any() else None,
                starved=st.starved, starved_ms=st.starved_s * 1000, sentence_gaps=st.sentence_gaps, sentence_gap_ms=st.sentence_gap_s * 1000,
-               frames_sent=srv_stats['frames_sent'], frames_received=st.media_in, frames_lost=lost, caller_frames_sent=st.media_out,
+               frames_sent=srv_stats['frames_sent'], frames_received=st.bytes_in // FRAME_SAMPLES, media_messages_received=st.media_in, frames_lost=lost, caller_frames_sent=st.media_out,
                clears=st.clears, errors=errors, outcomes=srv_stats['outcomes'], stt_not_found=cloud_stats['stt_not_found'], client=client)
+    res['disturbed'] = bool(max(res['other_load'].values()) > 0.10)
     res['ok'] = bool(res['loop_lag_ms']['p99'] is not None and res['loop_lag_ms']['p99'] < LAG_BUDGET_S * 1000 and not st.starved
                      and lost == 0 and not errors and st.calls_done == n)
     return res
@@ -384,13 +411,18 @@ def print_row(r: dict, header: bool = False):
         print(f'{"N":>4} {"done":>4} {"lag p50":>7} {"p99":>6} {"max":>6} {"CPU":>5} {"CPU/call":>8} {"RSS MB":>6} {"MB/call":>7} {"turns":>5} '
               f'{"reply p50":>9} {"p95":>5} {"gap p99":>7} {"starved":>7} {"lost":>5} {"errors":>6} {"client lag p99":>14} {"cloud p99":>9}  verdict')
     c = r['client']
-    verdict = ('ok' if r['ok'] else 'FAIL') + (' (client side saturated: not a server figure)' if c['saturated'] else '')
+    verdict = ('ok' if r['ok'] else 'FAIL') + (' (client side saturated: not a server figure)' if c['saturated'] else '') + \
+              (' (disturbed by other processes)' if r['disturbed'] else '')
     print(f'{r["n"]:>4} {r["calls_completed"]:>4} {fmt(r["loop_lag_ms"]["p50"], ".1f"):>7} {fmt(r["loop_lag_ms"]["p99"], ".1f"):>6} '
           f'{fmt(r["loop_lag_ms"]["max"]):>6} {r["server_cpu"] * 100:>4.0f}% {r["cpu_per_call"] * 100:>7.2f}% {r["rss_mb"]:>6.0f} {r["mb_per_call"]:>7.2f} '
           f'{r["turns"]:>5} {fmt(r["reply_latency_ms"]["p50"]):>9} {fmt(r["reply_latency_ms"]["p95"]):>5} {fmt(r["gap_p99_ms"]):>7} '
           f'{r["starved"]:>7} {r["frames_lost"]:>5} {sum(r["errors"].values()):>6} {fmt(c["loop_lag"]["p99"], ".1f"):>14} '
           f'{fmt(c["cloud_loop_lag"]["p99"], ".1f"):>9}  {verdict}', flush=True)
     if r['errors']: print(f'       errors: {r["errors"]}')
+    o = r['other_load']
+    if max(o.values()) > 0.05:
+        print(f'       WARNING: other processes used {o["server_core"]:.0%} of the server core and {o["client_core"]:.0%} of the client core '
+              f'during this step: its figures are disturbed (rerun on a quiet machine)')
 
 
 # ---------------------------------------------------------------- orchestration
@@ -430,11 +462,11 @@ async def drive(args, server: subprocess.Popen, cloud: subprocess.Popen, server_
     return results
 
 def report(results: list[dict], args):
-    trusted = [r for r in results if not r['client']['saturated']]
+    trusted = [r for r in results if not r['client']['saturated'] and not r['disturbed']]
     passing = [r['n'] for r in trusted if r['ok']]
     best = max(passing) if passing else None
     print(f'\nlargest N with server loop lag p99 < {LAG_BUDGET_S * 1000:.0f} ms, no starved or lost frames, no errors: {best if best else "none"}'
-          + (f' (steps where the client side saturated are left out: {[r["n"] for r in results if r["client"]["saturated"]]})'
+          + (f' (steps left out because the client side saturated or other processes took the CPU: {[r["n"] for r in results if r not in trusted]})'
              if len(trusted) < len(results) else ''))
     goal = best is not None and best >= 200
     print(f'goal 200 calls on one process, one core: {"PASS" if goal else "FAIL"}')
@@ -456,6 +488,7 @@ def main(args) -> int:
         return 2
     if len(os.sched_getaffinity(0)) < 2: print('capacity.py: only one core available: server and callers will share it', file=sys.stderr)
     pin(args.client_core)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix='capacity-'))
     cport, sport = free_port(), free_port()
     cloud_url, server_url = f'http://127.0.0.1:{cport}', f'http://127.0.0.1:{sport}'

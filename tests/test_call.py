@@ -8,6 +8,7 @@ from artist_hotline.call import Call, CallSettings
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, LanguageModel, ProviderError, Providers, TextToSpeech, ToneTTS
 from artist_hotline.twilio import Mark, Media, Start, Stop
+from conftest import voiced
 
 
 class FakeTwilio:
@@ -19,14 +20,6 @@ class FakeTwilio:
     async def hangup(self): self.hung_up = True
     def events(self): return [d['event'] for d in self.sent]
     def marks(self): return [d['mark']['name'] for d in self.sent if d['event'] == 'mark']
-
-
-def speechlike(seconds, seed=0):
-    "A voiced, vowel-like signal with a syllable rhythm: both detectors take it for speech."
-    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
-    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
-    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
-    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
 
 
 def silence(seconds): return np.zeros(int(seconds * 8000), np.int16)
@@ -58,9 +51,9 @@ async def test_two_turns_two_replies_and_memory():
     llm = CannedLLM('I paint with sound. What do you make?')
     call, tw = make_call(['hello who is this', 'i make pots'], llm)
     runner = asyncio.create_task(call.run())
-    await talk(call, np.r_[speechlike(1.0), silence(0.8)], 0.001)
+    await talk(call, np.r_[voiced(1.0), silence(0.8)], 0.001)
     await until(lambda: len(call.turns) == 2)
-    await talk(call, np.r_[speechlike(0.8, 1), silence(0.8)], 0.001)
+    await talk(call, np.r_[voiced(0.8, 1), silence(0.8)], 0.001)
     await until(lambda: len(call.turns) == 3)
     await call.close('done'); await runner
     assert [t.kind for t in call.turns] == ['greeting', 'reply', 'reply']
@@ -93,7 +86,7 @@ async def start_reply(call, tw):
     await until(lambda: call._reply is not None and call._reply.done())
     for name in tw.marks(): call.feed(Mark('MZ1', name))
     greeting = len(tw.marks())
-    await talk(call, np.r_[speechlike(0.6), silence(0.7)], 0.001)
+    await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(tw.marks()) > greeting)
     return runner, tw.marks()[greeting:]
 
@@ -104,7 +97,7 @@ async def test_barge_in_clears_cancels_and_trims_history():
     runner, marks = await start_reply(call, tw)
     await until(lambda: call._reply.done())  # all three sentences are buffered at Twilio
     call.feed(Mark('MZ1', marks[0]))  # the first sentence of the reply played
-    await talk(call, speechlike(0.6, 2), 0.001)  # the caller talks over the rest
+    await talk(call, voiced(0.6, 2), 0.001)  # the caller talks over the rest
     await until(lambda: 'clear' in tw.events())
     for name in tw.marks()[tw.marks().index(marks[0]) + 1:]: call.feed(Mark('MZ1', name))  # Twilio echoes cleared marks at once
     await asyncio.sleep(0.05)
@@ -124,7 +117,7 @@ async def test_barge_in_while_thinking_cancels_the_model():
     call, tw = make_call(['tell me about art'], llm, echo=False)
     runner, marks = await start_reply(call, tw)
     call.feed(Mark('MZ1', marks[0]))
-    await talk(call, speechlike(0.6, 2), 0.001)  # the model is still writing
+    await talk(call, voiced(0.6, 2), 0.001)  # the model is still writing
     await until(lambda: any(k == 'barge_in' for _, k, _ in call.events))
     assert llm.cancelled and 'clear' not in tw.events()  # nothing unplayed was buffered
     assert call.memory.history[-1]['content'] == 'One two three four.—'
@@ -134,7 +127,7 @@ async def test_barge_in_while_thinking_cancels_the_model():
 async def test_cough_does_not_barge_in():
     call, tw = make_call(['tell me about art'], ThreeSentences(), echo=False)
     runner, _ = await start_reply(call, tw)
-    await talk(call, np.r_[speechlike(0.2, 3), silence(0.6)], 0.001)  # a cough-length burst
+    await talk(call, np.r_[voiced(0.2, 3), silence(0.6)], 0.001)  # a cough-length burst
     await asyncio.sleep(0.2)
     assert 'clear' not in tw.events()
     assert not any(k == 'barge_in' for _, k, _ in call.events)
@@ -158,11 +151,11 @@ async def test_provider_failure_gives_fallback_then_recovers(how):
     llm = Flaky(2, how)
     call, tw = make_call(['first', 'second'], llm, llm_first_timeout_s=0.2)
     runner = asyncio.create_task(call.run())
-    await talk(call, np.r_[speechlike(0.6), silence(0.7)], 0.001)
+    await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 2)
     assert call.turns[1].outcome == 'fallback' and llm.calls == 2  # retried once before falling back
     assert call.turns[1].heard_text in call.persona.fallback_lines
-    await talk(call, np.r_[speechlike(0.6, 1), silence(0.7)], 0.001)
+    await talk(call, np.r_[voiced(0.6, 1), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 3)
     assert call.turns[2].outcome == 'replied' and call.turns[2].heard_text == 'Back again.'
     assert [k for _, k, _ in call.events].count('fallback') == 1

@@ -4,23 +4,15 @@ import asyncio, os
 import numpy as np
 import pytest
 import soundfile as sf
-from aiohttp import web
 
 from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
 from artist_hotline.server import FINISHED, STORE, Settings, create_app
+from conftest import voiced
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call
 from test_callsweb import CHROMIUM, chromium
-from test_store import db_url  # noqa: F401  (SQLite and PostgreSQL, each test on a fresh database)
 
 UI_TOKEN = 'calls-ui-token'
-
-
-def voiced(seconds, seed=0):
-    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
-    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
-    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
-    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Whole calls through the server with the official OpenAI and ElevenLabs SDKs pointed at the local
 fake cloud, driven by the Twilio simulator: memory, barge-in, provider failures and fallbacks."""
-import numpy as np
 import pytest
 
 from artist_hotline.fakecloud import Engines, default_engines, running_fake_cloud
@@ -8,17 +7,10 @@ from artist_hotline.offline import ScriptedBrain, espeak_synth
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import EchoSTT
 from artist_hotline.server import FINISHED, Settings, create_app
+from conftest import voiced
 from artist_hotline.simulate import Step, dial, simulate_call
 
 TOKEN = 'sdk-test-token'
-
-
-def voiced(seconds, seed=0):
-    "A vowel-like voiced signal both detectors take for speech."
-    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
-    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
-    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
-    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
 
 
 @pytest.fixture

@@ -1,24 +1,16 @@
 "The server over real HTTP and WebSockets, driven by the Twilio simulator, with fake engines."
-import asyncio, json
-import numpy as np
+import asyncio
 import pytest
 from aiohttp import WSServerHandshakeError
 from twilio.request_validator import RequestValidator
 
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
 from artist_hotline.server import Settings, create_app, FINISHED, CALLS, STATS
+from conftest import voiced
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call, twilio_signature
 
 TOKEN = 'test-auth-token'
 FORM = {'CallSid': 'CA0001', 'AccountSid': 'AC0001', 'From': '+15551230000', 'To': '+15550000000', 'CallStatus': 'ringing'}
-
-
-def voiced(seconds, seed=0):
-    "A vowel-like voiced signal both detectors take for speech."
-    rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
-    phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
-    x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
-    return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
 
 
 def fakes(texts=('hello there', 'tell me more'), reply='Nice to hear you. What do you make?'):
@@ -163,3 +155,11 @@ async def test_shutdown_with_call_open_says_goodbye(hotline):
     assert call.turns[-1].kind == 'goodbye' and call.end_reason == 'server shutting down'
     assert call.ended.is_set() and stream.ended_by == 'server'
     assert len(stream.playback.audio) > heard_before  # the caller heard the goodbye
+
+
+def test_env_example_documents_every_setting():
+    from dataclasses import fields
+    from pathlib import Path
+    env = Path(__file__).resolve().parents[1] / '.env.example'
+    names = {l.split('=')[0] for l in env.read_text().splitlines() if l and not l.startswith('#')}
+    assert names == {f.name.upper() for f in fields(Settings)} | {'PERSONAS_DIR'}

@@ -1,6 +1,5 @@
 "Tests of artist_hotline.simulate against a small protocol-faithful bot server."
 import json, re
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 "The call store on SQLite and PostgreSQL: schema and migrations, turns written as they happen, crash safety, counts, memory and queries."
-import asyncio, json, os, signal, subprocess, sys, textwrap, threading, uuid
+import asyncio, json, signal, subprocess, sys, textwrap, threading
 from datetime import timedelta
 
 import numpy as np
@@ -13,35 +13,6 @@ from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
 from artist_hotline.store import (SCHEMA_VERSION, Store, StoreSink, database_url, is_anonymous, latency_ms,
                                   plain_summary, utcnow)
 from artist_hotline.twilio import Mark, Media, Start
-
-PG = os.environ.get('TEST_DATABASE_URL', 'postgresql://postgres@127.0.0.1:5432/test')
-_pg_ok = None
-
-
-def pg_reachable() -> bool:
-    "Can we connect to the test PostgreSQL? (asked once)"
-    global _pg_ok
-    if _pg_ok is None:
-        import psycopg
-        try: psycopg.connect(PG, connect_timeout=3).close(); _pg_ok = True
-        except Exception: _pg_ok = False
-    return _pg_ok
-
-
-@pytest.fixture(params=['sqlite', 'postgresql'])
-def db_url(request, tmp_path):
-    "A fresh database: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards) so parallel runs never meet."
-    if request.param == 'sqlite':
-        yield f'sqlite:///{tmp_path}/calls.sqlite3'
-        return
-    if not pg_reachable(): pytest.skip(f'PostgreSQL not reachable at {PG}')
-    import psycopg
-    schema = f'test_store_{os.getpid()}_{uuid.uuid4().hex[:10]}'
-    with psycopg.connect(PG, autocommit=True) as c: c.execute(f'CREATE SCHEMA {schema}')
-    try: yield f'{PG}{"&" if "?" in PG else "?"}options=-csearch_path%3D{schema}'
-    finally:
-        with psycopg.connect(PG, autocommit=True) as c: c.execute(f'DROP SCHEMA {schema} CASCADE')
-
 
 @pytest.fixture
 async def store(db_url):
