@@ -61,11 +61,10 @@ class LagMonitor:
         self.period, self.samples = period, collections.deque(maxlen=500_000)  # (loop time, lag s)
 
     async def run(self):
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
+        while True:  # time.monotonic, not loop.time: some loops (uvloop) cache their time per iteration
+            t = time.monotonic()
             await asyncio.sleep(self.period)
-            now = loop.time()
+            now = time.monotonic()
             self.samples.append((now, now - t - self.period))
 
     def window(self, t0: float, t1: float) -> dict:

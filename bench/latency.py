@@ -1,6 +1,6 @@
 """Voice-to-voice latency of the hotline against the original prototype's design, on real recorded speech.
 
-Run from the repository root (about 3 minutes):
+Run from the repository root (about 2 minutes):
 
     .venv/bin/python bench/latency.py
     .venv/bin/python bench/latency.py --digits 10 --modes ours      # shorter
@@ -20,14 +20,15 @@ Latency = the caller's last voiced sample (end of `simulate.voiced_span` of the 
 matches the LibriVox hand labels within 0.1 s) -> the first bot frame reaching the caller (and, also
 reported, the first audible bot sample). Overhead = latency - endpoint hangover - the profile's
 first-byte delays (stt_s + first_token_s + first_audio_s). The fake cloud's speech-to-text returns the
-known transcript of the recording being spoken instead of running pocketsphinx, so its CPU does not
-distort the figures. Prints the figures and writes bench/results/latency.json.
+known transcript of the recording being spoken instead of running pocketsphinx, and its eSpeak audio
+is synthesized once up front, so its CPU does not distort the figures. The persona's greeting is
+shortened (greetings are not measured). The calls of a mode run at the same time; the modes one
+after the other. Prints the figures and writes bench/results/latency.json.
 """
 from __future__ import annotations
 
 import argparse, asyncio, dataclasses, io, json, logging, re, sys, time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +107,10 @@ class KnownTranscriptSTT(SpeechToText):
 class CachedSynth:
     "eSpeak NG in the persona's voice, with every line the persona can say (and its sentence pieces) synthesized up front."
     def __init__(self, persona, rate: int | None = None, # resample the cached audio to this rate (None: eSpeak's own)
-                 extra: tuple = ()):
+                ):
         self.voice, self.wpm, self.rate, self.cache = persona.voice.espeak_voice, persona.voice.espeak_rate, rate, {}
         lines = [persona.greeting, persona.reprompt, persona.goodbye, persona.busy, *persona.fallback_lines,
-                 *persona.small_talk, *(r.reply for r in persona.script), *extra]
+                 *persona.small_talk, *(r.reply for r in persona.script)]
         for line in filter(None, lines):
             split = SentenceSplitter()
             pieces = [p for tok in _words(line) for p in split.push(tok)] + split.flush()

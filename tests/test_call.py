@@ -63,8 +63,41 @@ async def test_two_turns_two_replies_and_memory():
     assert second[2]['content'] == 'hello who is this' and second[3]['content'] == 'I paint with sound. What do you make?'
     assert sum(m['content'] == call.persona.greeting for m in second) == 1
     t = call.turns[1]
-    assert t.speech_start <= t.speech_end <= t.endpoint <= t.transcript <= t.first_token <= t.first_sentence <= t.first_audio <= t.first_sent <= t.last_sent
+    assert t.speech_start <= t.speech_end <= t.endpoint <= t.first_sent  # the answer began during the caller's pause,
+    assert t.speech_end <= t.transcript <= t.first_token <= t.first_sentence <= t.first_audio <= t.first_sent <= t.last_sent
     assert t.prompt_tokens > 0 and t.completion_tokens == 8 and t.audio_out_s > 0 and t.stt == 'echo'
+
+
+class LengthSTT(EchoSTT):
+    "Transcribes an utterance as its length, to tell which audio was transcribed."
+    async def transcribe(self, pcm, sr=8000): return f'{len(pcm) / sr:.1f} seconds of talk'
+
+
+async def test_answer_started_in_a_pause_is_dropped_when_the_caller_goes_on():
+    llm = CannedLLM('Right.')
+    call, tw = make_call(llm=llm, eager_ms=100)
+    call.providers.stt = LengthSTT()
+    runner = asyncio.create_task(call.run())
+    # 0.6 s of speech, a 0.3 s pause (longer than eager_ms plus the detector's own tail, shorter than the hangover), 0.6 s more
+    await talk(call, np.r_[voiced(0.6), silence(0.3), voiced(0.6, 1), silence(0.8)], 0.003)
+    await until(lambda: len(call.turns) == 2)
+    await call.close('done'); await runner
+    reply = call.turns[1]
+    assert len(llm.prompts) == 2  # the premature answer got as far as the model...
+    assert llm.prompts[0][-1]['content'] != reply.caller_text  # ...for the first part only,
+    assert float(reply.caller_text.split()[0]) >= 1.4  # and the turn is the whole utterance
+    assert [m['content'] for m in call.memory.history if m['role'] == 'user'] == [reply.caller_text]
+    assert [t.kind for t in call.turns] == ['greeting', 'reply'] and reply.heard_text == 'Right.'
+
+
+async def test_without_eager_answering_the_transcript_follows_the_endpoint():
+    call, tw = make_call(['hello'], eager_ms=0)
+    runner = asyncio.create_task(call.run())
+    await talk(call, np.r_[voiced(0.8), silence(0.8)], 0.001)
+    await until(lambda: len(call.turns) == 2)
+    await call.close('done'); await runner
+    t = call.turns[1]
+    assert t.endpoint <= t.transcript <= t.first_sent
 
 
 class ThreeSentences(LanguageModel):
