@@ -75,8 +75,10 @@ class LagMonitor:
 
 
 def pin(core: int):
-    "Run this process on one core only."
-    if hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, {core})
+    "Run this process, all its threads (numpy's, started at import) and the threads it starts later, on one core only."
+    if not hasattr(os, 'sched_setaffinity'): return
+    tasks = Path('/proc/self/task')
+    for tid in (os.listdir(tasks) if tasks.is_dir() else [0]): os.sched_setaffinity(int(tid), {core})
 
 
 # ---------------------------------------------------------------- the server process
@@ -89,7 +91,10 @@ class GcWatch:
         if phase == 'start': self._t = time.perf_counter()
         else: self.pauses.append((time.monotonic(), info['generation'], time.perf_counter() - self._t))
     def window(self, t0: float, t1: float) -> dict:
-        p = [(g, d) for t, g, d in self.pauses if t0 <= t <= t1]
+        gc.disable()  # the callback appends to the deque: no collection while we copy it
+        try: pauses = list(self.pauses)
+        finally: gc.enable()
+        p = [(g, d) for t, g, d in pauses if t0 <= t <= t1]
         return {f'gen{g}': dict(n=sum(1 for x, _ in p if x == g), max_ms=max([d for x, d in p if x == g], default=0) * 1000,
                                 total_ms=sum(d for x, d in p if x == g) * 1000) for g in (0, 1, 2)}
 
@@ -155,7 +160,16 @@ def serve_cloud(args):
     logging.basicConfig(level=logging.WARNING)
     persona = load_persona()
     clips = [c for call in corpus_calls(Path(args.corpus), 40, 40) for c in call]
-    engines = Engines(KnownTranscriptSTT(clips), ScriptedBrain(persona), CachedSynth(persona, rate=SAMPLE_RATE))
+    counts = collections.Counter()
+    class CountingBrain(ScriptedBrain):
+        async def reply(self, messages, usage=None):
+            counts['chat'] += 1
+            async for piece in super().reply(messages, usage): yield piece
+    class CountingSynth(CachedSynth):
+        def __call__(self, text):
+            counts['tts'] += 1
+            return super().__call__(text)
+    engines = Engines(KnownTranscriptSTT(clips), CountingBrain(persona), CountingSynth(persona, rate=SAMPLE_RATE))
     app = create_fake_cloud(get_profile(args.cloud_profile), engines=engines)
     lag = LagMonitor()
     async def monitor(app):
@@ -165,8 +179,11 @@ def serve_cloud(args):
     async def stats(request):
         q = request.query
         return web.json_response(dict(lag_window=lag.window(float(q.get('w0', 0)), float(q.get('w1', 1e18))),
-                                      stt_not_found=engines.stt.misses))
+                                      stt_not_found=engines.stt.misses, requests=dict(counts, stt=engines.stt.calls)))
+    async def freeze(app):  # keep the collector from walking the loaded engines and modules: 100+ ms pauses that would starve playback
+        gc.collect(); gc.freeze()
     app.cleanup_ctx.append(monitor)
+    app.on_startup.append(freeze)
     app.router.add_get('/_bench/stats', stats)
     web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, print=None, shutdown_timeout=1, handler_cancellation=True)
 
@@ -191,7 +208,7 @@ class StepStats:
         self.gaps = np.zeros(MAX_GAP_MS + 1, np.int64)  # ms histogram of bot frame inter-arrival times within a sentence
         self.late = np.zeros(MAX_GAP_MS + 1, np.int64)  # ms histogram of the ticker's lateness
         self.media_in = self.bytes_in = self.media_out = self.starved = self.sentence_gaps = self.turns = self.clears = self.calls_done = 0
-        self.starved_s = self.sentence_gap_s = 0.0
+        self.starved_s = self.sentence_gap_s = self.starved_max = 0.0
 
 def hist_pct(h: np.ndarray, q: float) -> float | None:
     "Percentile (ms) of a 1 ms histogram."
@@ -251,7 +268,8 @@ class Caller:
             n = (j - i) * 3 // 4 - (data[j - 2:j].count('='))  # µ-law bytes in the base64 payload
             st.media_in += 1; st.bytes_in += n
             if self.play_end < t:  # nothing queued: this audio plays now
-                if self.in_sentence and t - self.play_end > STARVE_S: st.starved += 1; st.starved_s += t - self.play_end
+                if self.in_sentence and t - self.play_end > STARVE_S:
+                    st.starved += 1; st.starved_s += t - self.play_end; st.starved_max = max(st.starved_max, t - self.play_end)
                 elif not self.in_sentence and self.reply_at is not None and t - self.play_end > STARVE_S:
                     st.sentence_gaps += 1; st.sentence_gap_s += t - self.play_end  # silence between two sentences of a reply
                 self.play_end = t
@@ -342,6 +360,7 @@ async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str,
     tasks = [asyncio.create_task(c.run(session, server_url)) for c in callers]
     srv = procs['server']
     rss_before = srv.memory_info().rss
+    requests_before = (await get_json(session, cloud_url + '/_bench/stats'))['requests']
 
     async def sample():
         "CPU times and memory of the processes over the steady window."
@@ -356,11 +375,12 @@ async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str,
         if args.profile_server:
             await get_json(session, server_url + '/_bench/profile', out=str(Path(args.out).parent / f'capacity_profile_{n}.prof'))
         used = {k: (b[k].user + b[k].system - a[k].user - a[k].system) / (tb - ta) for k in procs}
-        busy = lambda t: t.user + t.nice + t.system + t.irq + t.softirq + t.steal
-        core = lambda i: (busy(cb[i]) - busy(ca[i])) / (tb - ta) if i < len(ca) else 0.
-        # what other processes (not this benchmark's three) took from the cores, e.g. someone's test run
-        used['other_on_server_core'] = max(0., core(args.server_core) - used['server'])
-        used['other_on_client_core'] = max(0., core(args.client_core) - used['client'] - used['cloud'])
+        # user time that other processes (not this benchmark's three) took on the cores, e.g. someone's test run
+        # (user time only: the kernel's loopback network work is not charged to any process)
+        user = lambda i: (cb[i].user + cb[i].nice - ca[i].user - ca[i].nice) / (tb - ta) if i < len(ca) else 0.
+        mine = {k: (b[k].user - a[k].user) / (tb - ta) for k in procs}
+        used['other_on_server_core'] = max(0., user(args.server_core) - mine['server'])
+        used['other_on_client_core'] = max(0., user(args.client_core) - mine['client'] - mine['cloud'])
         return used, max(rss)
 
     sampler = asyncio.create_task(sample())
@@ -395,8 +415,9 @@ async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str,
                mb_per_call=(rss_peak - rss_before) / 2**20 / n,
                turns=st.turns, reply_latency_ms=dict(p50=_pct(lat, 50), p95=_pct(lat, 95), p99=_pct(lat, 99)),
                server_latency_ms=srv_stats['latency_ms'], server_gc=srv_stats['gc'], gap_p99_ms=hist_pct(st.gaps, 99), gap_max_ms=float(np.flatnonzero(st.gaps)[-1]) if st.gaps.any() else None,
-               starved=st.starved, starved_ms=st.starved_s * 1000, sentence_gaps=st.sentence_gaps, sentence_gap_ms=st.sentence_gap_s * 1000,
+               starved=st.starved, starved_ms=st.starved_s * 1000, starved_max_ms=st.starved_max * 1000, sentence_gaps=st.sentence_gaps, sentence_gap_ms=st.sentence_gap_s * 1000,
                frames_sent=srv_stats['frames_sent'], frames_received=st.bytes_in // FRAME_SAMPLES, media_messages_received=st.media_in, frames_lost=lost, caller_frames_sent=st.media_out,
+               provider_requests={k: v - requests_before.get(k, 0) for k, v in cloud_stats['requests'].items()},
                clears=st.clears, errors=errors, outcomes=srv_stats['outcomes'], stt_not_found=cloud_stats['stt_not_found'], client=client)
     res['disturbed'] = bool(max(res['other_load'].values()) > 0.10)
     res['ok'] = bool(res['loop_lag_ms']['p99'] is not None and res['loop_lag_ms']['p99'] < LAG_BUDGET_S * 1000 and not st.starved
@@ -408,16 +429,21 @@ def fmt(x, spec='.0f'): return '-' if x is None else format(x, spec)
 def print_row(r: dict, header: bool = False):
     if header:
         print(f'{"N":>4} {"done":>4} {"lag p50":>7} {"p99":>6} {"max":>6} {"CPU":>5} {"CPU/call":>8} {"RSS MB":>6} {"MB/call":>7} {"turns":>5} '
-              f'{"reply p50":>9} {"p95":>5} {"gap p99":>7} {"starved":>7} {"lost":>5} {"errors":>6} {"client lag p99":>14} {"cloud p99":>9}  verdict')
+              f'{"reply p50":>9} {"p95":>5} {"gap p99":>7} {"starved":>7} {"lost":>5} {"errors":>6} {"client lag p99/max":>18} {"cloud p99/max":>13}  verdict')
     c = r['client']
     verdict = ('ok' if r['ok'] else 'FAIL') + (' (client side saturated: not a server figure)' if c['saturated'] else '') + \
               (' (disturbed by other processes)' if r['disturbed'] else '')
     print(f'{r["n"]:>4} {r["calls_completed"]:>4} {fmt(r["loop_lag_ms"]["p50"], ".1f"):>7} {fmt(r["loop_lag_ms"]["p99"], ".1f"):>6} '
           f'{fmt(r["loop_lag_ms"]["max"]):>6} {r["server_cpu"] * 100:>4.0f}% {r["cpu_per_call"] * 100:>7.2f}% {r["rss_mb"]:>6.0f} {r["mb_per_call"]:>7.2f} '
           f'{r["turns"]:>5} {fmt(r["reply_latency_ms"]["p50"]):>9} {fmt(r["reply_latency_ms"]["p95"]):>5} {fmt(r["gap_p99_ms"]):>7} '
-          f'{r["starved"]:>7} {r["frames_lost"]:>5} {sum(r["errors"].values()):>6} {fmt(c["loop_lag"]["p99"], ".1f"):>14} '
-          f'{fmt(c["cloud_loop_lag"]["p99"], ".1f"):>9}  {verdict}', flush=True)
+          f'{r["starved"]:>7} {r["frames_lost"]:>5} {sum(r["errors"].values()):>6} {fmt(c["loop_lag"]["p99"], ".1f"):>11}/{fmt(c["loop_lag"]["max"]):<6} '
+          f'{fmt(c["cloud_loop_lag"]["p99"], ".1f"):>7}/{fmt(c["cloud_loop_lag"]["max"]):<5}  {verdict}', flush=True)
     if r['errors']: print(f'       errors: {r["errors"]}')
+    if r['turns']:
+        q = r['provider_requests']
+        print(f'       provider requests per caller turn: stt {q.get("stt", 0) / r["turns"]:.2f}, chat {q.get("chat", 0) / r["turns"]:.2f}, '
+              f'speech {q.get("tts", 0) / r["turns"]:.2f}; worst starved playback {r["starved_max_ms"]:.0f} ms; server GC pauses max '
+              f'{max(g["max_ms"] for g in r["server_gc"].values()):.0f} ms')
     o = r['other_load']
     if max(o.values()) > 0.05:
         print(f'       WARNING: other processes used {o["server_core"]:.0%} of the server core and {o["client_core"]:.0%} of the client core '
@@ -443,6 +469,7 @@ async def wait_up(session, url: str, proc: subprocess.Popen, what: str, timeout:
 
 async def drive(args, server: subprocess.Popen, cloud: subprocess.Popen, server_url: str, cloud_url: str) -> list[dict]:
     utts = [Utterance(c) for call in corpus_calls(Path(args.corpus), 40, 40) for c in call]
+    gc.collect(); gc.freeze()  # the callers' own GC pauses would look like starved playback
     lag = LagMonitor()
     lag_task = asyncio.create_task(lag.run())
     procs = dict(server=psutil.Process(server.pid), cloud=psutil.Process(cloud.pid), client=psutil.Process())
@@ -506,7 +533,7 @@ def main(args) -> int:
             try: p.wait(10)
             except subprocess.TimeoutExpired: p.kill(); p.wait()
     verdict = report(results, args)
-    out = dict(steps=results, **verdict, lag_budget_ms=LAG_BUDGET_S * 1000, cloud_profile=args.cloud_profile,
+    out = dict(code=code_version(), steps=results, **verdict, lag_budget_ms=LAG_BUDGET_S * 1000, cloud_profile=args.cloud_profile,
                cores=dict(server=args.server_core, client_and_cloud=args.client_core), logs=str(logs), run_s=time.monotonic() - started,
                note='callers and fake cloud share one core; a step whose client side saturated says nothing about the server')
     path = Path(args.out)
@@ -514,6 +541,12 @@ def main(args) -> int:
     path.write_text(json.dumps(out, indent=1))
     print(f'\nwrote {path}; process logs in {logs} ({time.monotonic() - started:.0f} s)')
     return 0
+
+def code_version() -> dict:
+    "Which code was measured: package version, git commit and whether the work tree had changes."
+    import subprocess, artist_hotline
+    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return dict(version=artist_hotline.__version__, commit=git('rev-parse', '--short', 'HEAD'), dirty=bool(git('status', '--porcelain', 'artist_hotline')))
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -232,3 +232,11 @@ def test_helpers():
     lat = latency_ms(dict(speech_end=1, endpoint=1.5, transcript=2, first_token=None, first_audio=2.5, first_sent=2.6))
     assert lat == dict(hangover=500, stt=500, first_token=None, first_audio=None, transport=100, total=1600)
     assert plain_summary([]) == ''
+
+
+def test_latency_counts_only_what_the_caller_waited_for():
+    # answered during the caller's pause: the transcript was ready before the turn ended
+    rec = TurnRecord(2, speech_end=1.0, endpoint=1.4, transcript=1.3, first_token=1.6, first_audio=1.9, first_sent=1.91)
+    lat = latency_ms(rec)
+    assert lat['stt'] == 0 and lat['first_token'] == pytest.approx(200) and lat['hangover'] == pytest.approx(400)
+    assert sum(v for k, v in lat.items() if k != 'total') == pytest.approx(lat['total'])
