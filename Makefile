@@ -33,6 +33,8 @@ calibrate: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/capacity.py
 
 clean:
 	rm -rf $(VENV) out _docs _proc *.egg-info

@@ -27,7 +27,7 @@ after the other. Prints the figures and writes bench/results/latency.json.
 """
 from __future__ import annotations
 
-import argparse, asyncio, dataclasses, io, json, logging, re, sys, time
+import argparse, asyncio, dataclasses, io, json, logging, re, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,9 +163,10 @@ async def start_server(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     return runner, f'http://127.0.0.1:{runner.addresses[0][1]}'
 
-def build_app(mode: str, fc, persona) -> web.Application:
+def build_app(mode: str, fc, persona, db: Path) -> web.Application:
     kw = dict(host='127.0.0.1', openai_api_key='sk-bench', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi-bench',
-              elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice', idle_reprompt_s=30, idle_hangup_s=60)
+              elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice', idle_reprompt_s=30, idle_hangup_s=60,
+              database_url=f'sqlite:///{db}')  # the call store, as in production, in a scratch file
     if mode == 'ours': return create_app(Settings(**kw), persona=persona)  # make_providers: the cloud adapters
     s = PrototypeSettings(**kw)
     providers = Providers(OpenAISTT(s.stt_model, api_key=s.openai_api_key, base_url=s.openai_base_url),
@@ -222,7 +223,8 @@ async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_t
     stt = KnownTranscriptSTT([c for clips in calls for c in clips])
     engines = Engines(stt, ScriptedBrain(persona), await asyncio.get_running_loop().run_in_executor(None, CachedSynth, persona))
     async with running_fake_cloud(profile, engines=engines) as fc:
-        app = build_app(mode, fc, persona)
+        scratch = tempfile.TemporaryDirectory(prefix='latency-')
+        app = build_app(mode, fc, persona, Path(scratch.name) / 'calls.sqlite3')
         runner, url = await start_server(app)
         try:
             t = time.monotonic()
@@ -232,7 +234,9 @@ async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_t
                 print(f'  {mode:9s} call {k + 1}/{len(calls)}: {len(got)} turns, latency s ' + ' '.join(f'{x:.2f}' for x in ok) +
                       (f'  ({len(got) - len(ok)} without reply)' if len(ok) < len(got) else ''), flush=True)
             print(f'  {mode}: {len(calls)} calls at once took {time.monotonic() - t:.0f} s', flush=True)
-        finally: await runner.cleanup()
+        finally:
+            await runner.cleanup()
+            scratch.cleanup()
     return [r for got in done for r in got], stt.misses
 
 
