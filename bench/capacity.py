@@ -5,12 +5,13 @@ Run from the repository root (5 steps of 60 s: about 7 minutes):
     .venv/bin/python bench/capacity.py
     .venv/bin/python bench/capacity.py --steps 25 50 --seconds 20      # a quick look
     .venv/bin/python bench/capacity.py --steps 200 --profile-server    # + the server's cProfile hotspots
+    .venv/bin/python bench/capacity.py --steps 100 --call-setting eager_ms=0   # A/B a CallSettings field
 
 Three processes on 127.0.0.1 (2 cores): the hotline server (`create_app` with the cloud adapters that
-`make_providers` builds, default CallSettings) pinned to core 0; the fake OpenAI + ElevenLabs (`typical`
-latency profile; its speech-to-text returns the known transcript of the corpus recording, its eSpeak
-audio is synthesized once and cached, so it stays cheap) pinned to core 1; and this process, pinned to
-core 1, running N lean simulated Twilio callers: the exact Media Streams protocol over aiohttp
+`make_providers` builds, default CallSettings, its SQLite call store in a scratch folder) pinned to
+core 0; the fake OpenAI + ElevenLabs (`typical` latency profile; its speech-to-text returns the known
+transcript of the corpus recording, its eSpeak audio is synthesized once and cached, so it stays
+cheap) pinned to core 1; and this process, pinned to core 1, running N lean simulated Twilio callers: the exact Media Streams protocol over aiohttp
 WebSockets, 20 ms µ-law frames in real time from one shared ticker, marks echoed when the caller's
 playback reaches them. Each caller speaks real corpus recordings (../shared/corpus), waits for the
 reply to play out in real time, pauses 0.5-1.5 s and speaks again, for --seconds; N steps up.
@@ -21,7 +22,8 @@ between consecutive bot frames within a sentence, whether playback ever starved,
 sent vs frames received; CPU and memory of the server process (psutil); errors; reply latency.
 The verdict is the largest N whose loop lag p99 stays under 20 ms with no starved or lost frames and
 no errors. The callers' own loop lag and the fake cloud's say whether the client side saturated
-first (then that step says nothing about the server). Prints a table, writes bench/results/capacity.json.
+first (then that step says nothing about the server); other processes' CPU on either core is measured
+and such steps are flagged as disturbed. Prints a table, writes bench/results/capacity.json.
 """
 from __future__ import annotations
 
@@ -121,13 +123,13 @@ async def server_stats(request: web.Request) -> web.Response:
     app, q = request.app, request.query
     w0, w1, s0, s1 = (float(q[k]) for k in ('w0', 'w1', 's0', 's1'))
     recs = [(t0, r) for t0, r in app[BENCH_SINK].turns.values() if s0 <= t0 <= s1]
-    replied = [r.latency for _, r in recs if r.kind == 'reply' and r.outcome == 'replied' and r.latency is not None]
+    replied = np.array([r.latency for _, r in recs if r.kind == 'reply' and r.outcome == 'replied' and r.latency is not None]) * 1000
     return web.json_response(dict(
         lag_window=app[BENCH_LAG].window(w0, w1), lag_step=app[BENCH_LAG].window(s0, s1), open_calls=len(app[CALLS]), gc=app[BENCH_GC].window(w0, w1),
         calls=len({t0 for t0, _ in recs}), outcomes=collections.Counter(f'{r.kind}:{r.outcome}' for _, r in recs),
         events=collections.Counter(k for t0, k in app[BENCH_SINK].events if s0 <= t0 <= s1),
         frames_sent=int(round(sum(r.audio_out_s for _, r in recs) * SAMPLE_RATE / FRAME_SAMPLES)),
-        latency_ms=dict(p50=_pct(replied, 50) and _pct(replied, 50) * 1000, p95=_pct(replied, 95) and _pct(replied, 95) * 1000),
+        latency_ms=dict(p50=_pct(replied, 50), p95=_pct(replied, 95)),
         stats={k: v for k, v in app[STATS].items()}))
 
 async def server_profile(request: web.Request) -> web.Response:
