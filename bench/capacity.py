@@ -36,7 +36,7 @@ import psutil
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import CachedSynth, KnownTranscriptSTT, corpus_calls  # noqa: E402  (the sibling bench script)
+from latency import CachedSynth, KnownTranscriptSTT, code_version, corpus_calls  # noqa: E402  (the sibling bench script)
 
 from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_encode, ulaw_to_payload
 from artist_hotline.call import CallSettings, CallSink
@@ -566,12 +566,6 @@ def main(args) -> int:
     path.write_text(json.dumps(out, indent=1))
     print(f'\nwrote {path}; process logs and the call store in {logs} ({time.monotonic() - started:.0f} s)')
     return 0
-
-def code_version() -> dict:
-    "Which code was measured: package version, git commit and whether the work tree had changes."
-    import subprocess, artist_hotline
-    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return dict(version=artist_hotline.__version__, commit=git('rev-parse', '--short', 'HEAD'), dirty=bool(git('status', '--porcelain', 'artist_hotline')))
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
