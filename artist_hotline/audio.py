@@ -59,8 +59,8 @@ def ulaw_decode(codes: bytes | bytearray | memoryview | np.ndarray, # µ-law cod
     "Decode G.711 µ-law codes to int16 samples, exactly as `audioop.ulaw2lin`."
     if not isinstance(codes, np.ndarray): codes = np.frombuffer(codes, np.uint8)
     if codes.dtype != np.uint8: raise TypeError(f'ulaw_decode needs bytes or uint8, got {codes.dtype}')
-    if len(codes) % 2: return _DEC[codes]
-    return _DEC2[np.ascontiguousarray(codes).view(np.uint16)].view(np.int16)
+    if len(codes) % 2: return _DEC.take(codes)  # `take`: a third of fancy indexing's overhead on a 20 ms frame
+    return _DEC2.take(np.ascontiguousarray(codes).view(np.uint16)).view(np.int16)
 
 # %% ../nbs/01_audio.ipynb #fa37857a
 def resample(x: np.ndarray, # samples (int16 or float), mono

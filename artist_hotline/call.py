@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_call.ipynb #6276fc22
 from __future__ import annotations
-import asyncio, bisect, collections, contextlib, dataclasses, itertools, json, logging, time
+import asyncio, bisect, dataclasses, itertools, json, logging, math, time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
-from .audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_decode
+from .audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_decode
 from .junk import junk_reason
 from .persona import Memory, Persona
 from .providers import ProviderError, Providers
@@ -19,7 +19,7 @@ from .twilio import Clear, Dtmf, Mark, Media, OutMark, OutMedia, Start, Stop
 from .vad import Endpointer, SpeechStarted, TurnEnded, make_vad
 
 # %% auto #0
-__all__ = ['log', 'CallSettings', 'TurnRecord', 'CallSink', 'timed', 'CallRecorder', 'Call']
+__all__ = ['log', 'CallSettings', 'TurnRecord', 'CallSink', 'timed', 'CallRecorder', 'Call', 'RecentFrames']
 
 # %% ../nbs/07_call.ipynb #4b796caf
 @dataclass
@@ -32,6 +32,7 @@ class CallSettings:
     barge_in_ms: float = 400 # caller speech over the bot that interrupts it
     eager_ms: float = 200 # start answering after this much of the caller's silence, speak only once the turn is over (0: off)
     preroll_ms: float = 350 # audio kept before the detected start of speech (the voicing gate starts late on unvoiced onsets)
+    media_ms: int = 200 # most audio in one outbound media message (Twilio buffers it: fewer, larger messages cost less)
     idle_reprompt_s: float = 10 # caller silence before the bot asks if they are there
     idle_hangup_s: float = 25 # caller silence before goodbye and hang-up
     max_call_s: float = 600 # a call's longest length; then goodbye
@@ -82,7 +83,7 @@ class TurnRecord:
         "Caller's last voiced frame to our first frame out, in seconds."
         return None if self.speech_end is None or self.first_sent is None else self.first_sent - self.speech_end
 
-    def asdict(self) -> dict: return dataclasses.asdict(self)
+    def asdict(self) -> dict: return dict(vars(self))  # every field is a plain value: no deep copy needed
 
 # %% ../nbs/07_call.ipynb #39157170
 log = logging.getLogger('artist_hotline.call')
@@ -104,15 +105,15 @@ async def timed(stream: AsyncIterator, # a provider's async generator
     it, wait = stream.__aiter__(), first_s
     try:
         while True:
-            try: item = await asyncio.wait_for(it.__anext__(), wait)
+            # `asyncio.timeout`, not `wait_for`: the stream runs in this task, no new task per item
+            try:
+                async with asyncio.timeout(wait): item = await it.__anext__()
             except StopAsyncIteration: return
-            except asyncio.TimeoutError: raise ProviderError(f'{what}: nothing for {wait:g} s') from None
+            except TimeoutError: raise ProviderError(f'{what}: nothing for {wait:g} s') from None
             yield item
             wait = gap_s
     finally:
-        # A generator still inside a cancelled `__anext__` cannot be closed now; it is finalised later.
-        if hasattr(it, 'aclose'):
-            with contextlib.suppress(RuntimeError): await it.aclose()
+        if hasattr(it, 'aclose'): await it.aclose()
 
 # %% ../nbs/07_call.ipynb #4b464cc8
 class CallRecorder:
@@ -187,9 +188,8 @@ class Call:
         self.end_reason = ''
         self._count = itertools.count(1)
         self._pending = b'' # inbound µ-law not yet a whole frame
-        self._frames = 0 # inbound frames seen
-        # (frame, stream time, arrival) of recent frames: enough to reach back over a hangover and the pre-roll
-        self._recent = collections.deque(maxlen=self.endpointer.hangover_frames + self.endpointer.min_frames + int(s.preroll_ms // 20) + 10)
+        # recent frames and when they arrived: enough to reach back over a hangover and the pre-roll
+        self._recent = RecentFrames(self.endpointer.hangover_frames + self.endpointer.min_frames + int(s.preroll_ms // FRAME_MS) + 10)
         self._utterance: list[np.ndarray] | None = None
         self._utt_rec: TurnRecord | None = None
         self._reply: asyncio.Task | None = None
@@ -210,12 +210,34 @@ class Call:
         return time.monotonic() - self.t0
 
 # %% ../nbs/07_call.ipynb #b5aa87e8
-@dataclasses.dataclass
-class _Arrival:
-    frame: np.ndarray
-    t: float # stream time of the frame's start
-    at: float # when it arrived (call clock)
+class RecentFrames:
+    "The latest `size` frames of a stream and when each arrived, in fixed arrays."
+    def __init__(self, size: int, # how many frames to keep
+                ):
+        self.pcm, self.at, self.n = np.zeros((size, FRAME_SAMPLES), np.int16), np.zeros(size), 0
 
+    def add(self, pcm: np.ndarray, # the next frame
+            at: float, # when it arrived
+           ) -> None:
+        "Keep the stream's next frame, dropping the oldest."
+        i = self.n % len(self.at)
+        self.pcm[i], self.at[i] = pcm, at
+        self.n += 1
+
+    def arrived(self, t: float, # a time on the stream's clock (s)
+               ) -> float | None:
+        "When stream time `t` arrived, from the frame it falls in (the newest, if later); None if no longer held."
+        k = min(int(t * SAMPLE_RATE / FRAME_SAMPLES + 1e-6), self.n - 1)
+        if k < max(0, self.n - len(self.at)): return None
+        return float(self.at[k % len(self.at)]) + t - k * FRAME_SAMPLES / SAMPLE_RATE
+
+    def since(self, t: float, # a time on the stream's clock (s)
+             ) -> np.ndarray:
+        "The held samples of the frames that start at `t` or later, in order."
+        k = max(math.ceil(t * SAMPLE_RATE / FRAME_SAMPLES - 1e-6), self.n - len(self.at), 0)
+        return self.pcm[np.arange(k, self.n) % len(self.at)].ravel()
+
+# %% ../nbs/07_call.ipynb #3d4f95c8
 def _feed(self: Call, msg) -> None:
     "Handle one inbound Twilio message (called by the socket's reader; never blocks)."
     if isinstance(msg, Media):
@@ -233,9 +255,8 @@ def _feed(self: Call, msg) -> None:
 
 def _frame(self: Call, pcm: np.ndarray) -> None:
     "One 20 ms frame of caller audio: voice activity, turns, barge-in."
-    t, at = self._frames * FRAME_SAMPLES / SAMPLE_RATE, self.now()
-    self._frames += 1
-    self._recent.append(_Arrival(pcm, t, at))
+    t, at = self._recent.n * FRAME_SAMPLES / SAMPLE_RATE, self.now()
+    self._recent.add(pcm, at)
     if self._utterance is not None: self._utterance.append(pcm)
     for ev in self.endpointer.push(pcm, t):
         if isinstance(ev, SpeechStarted): self._speech_started(ev)
@@ -253,14 +274,12 @@ Call.feed, Call._frame = _feed, _frame
 
 # %% ../nbs/07_call.ipynb #d347ae7c
 def _arrived(self: Call, t: float) -> float:
-    "When the frame at stream time `t` arrived, on the call clock."
-    for a in reversed(self._recent):
-        if a.t <= t: return a.at + (t - a.t)
-    return self.now()
+    "When stream time `t` arrived, on the call clock (now, if that frame is no longer held)."
+    at = self._recent.arrived(t)
+    return self.now() if at is None else at
 
 def _speech_started(self: Call, ev: SpeechStarted) -> None:
-    since = ev.start - self.settings.preroll_ms / 1000
-    self._utterance = [a.frame for a in self._recent if a.t >= since]
+    self._utterance = [self._recent.since(ev.start - self.settings.preroll_ms / 1000)]
     self._utt_rec = TurnRecord(next(self._count), speech_start=self._arrived(ev.start))
 
 def _turn_ended(self: Call, ev: TurnEnded) -> None:
@@ -458,9 +477,11 @@ async def _say(self: Call, rec: TurnRecord, text: str, n: int, audio: AsyncItera
     self._outq.put_nowait(OutMark(self.stream_sid, name).to_json())
 
 def _send_audio(self: Call, rec: TurnRecord, ulaw: bytes) -> None:
-    for i in range(0, len(ulaw), FRAME_SAMPLES):
-        frame = ulaw[i:i + FRAME_SAMPLES]
-        self._outq.put_nowait((rec, OutMedia(self.stream_sid, frame).to_json(), frame))
+    "Queue whole frames of µ-law audio as media messages of at most `media_ms` each."
+    step = max(1, int(self.settings.media_ms) // FRAME_MS) * FRAME_SAMPLES
+    for i in range(0, len(ulaw), step):
+        part = ulaw[i:i + step]
+        self._outq.put_nowait((rec, OutMedia(self.stream_sid, part).to_json(), part))
     rec.audio_out_s += len(ulaw) / SAMPLE_RATE
 
 async def _sender(self: Call) -> None:
@@ -498,8 +519,9 @@ def _record(self: Call, rec: TurnRecord, final: bool = True) -> None:
     "Send a turn to the sink (and, when final, to the log and the call's list)."
     if final:
         bisect.insort(self.turns, rec, key=lambda r: r.index)  # in the order the turns began
-        log.info('turn %s', json.dumps({'call': self.sid, **{k: (round(v, 3) if isinstance(v, float) else v)
-                                        for k, v in rec.asdict().items() if v not in (None, '', 0, 0.0)}}))
+        if log.isEnabledFor(logging.INFO):  # one JSON line per turn, built only when it is logged
+            log.info('turn %s', json.dumps({'call': self.sid, **{k: (round(v, 3) if isinstance(v, float) else v)
+                                            for k, v in rec.asdict().items() if v not in (None, '', 0, 0.0)}}))
     self._write(self.sink.turn(self, rec))
 
 def _finish(self: Call, rec: TurnRecord) -> None:
@@ -517,7 +539,7 @@ def _close_open_replies(self: Call) -> None:
 def _event(self: Call, kind: str, **detail) -> None:
     "Record something that happened in the call."
     self.events.append((self.now(), kind, detail))
-    log.info('event %s', json.dumps({'call': self.sid, 'kind': kind, **detail}))
+    if log.isEnabledFor(logging.INFO): log.info('event %s', json.dumps({'call': self.sid, 'kind': kind, **detail}))
     self._write(self.sink.event(self, kind, detail))
 
 def _spawn(self: Call, coro) -> asyncio.Task:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_cloud.ipynb #fe31fca4
 from __future__ import annotations
-import os
+import json, os
 from contextlib import aclosing
 from typing import AsyncIterator
 
@@ -12,12 +12,13 @@ import httpx
 import numpy as np
 import openai
 import soxr
+from httpx_aiohttp import HttpxAiohttpClient
 from elevenlabs import VoiceSettings
 from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
 from elevenlabs.core.parse_error import ParsingError
 
-from .audio import FRAME_SAMPLES, SAMPLE_RATE, ulaw_encode, wav_bytes
+from .audio import SAMPLE_RATE, ulaw_encode, wav_bytes
 from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
 
 try: import httpx2  # the HTTP layer of openai >= 3; older releases use httpx
@@ -62,7 +63,8 @@ class _OpenAIAdapter:
         self._owns = client is None
         try:
             if client is not None: self.client = client.with_options(max_retries=0)  # shares client's connection pool
-            else: self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+            else: self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout,
+                                                   http_client=openai.DefaultAioHttpClient(timeout=timeout))
         except openai.OpenAIError as e:
             raise ProviderError(f'{self.name}: cannot create the OpenAI client: {e}') from e
 
@@ -125,15 +127,31 @@ class OpenAIChat(_OpenAIAdapter, LanguageModel):
                    ) -> AsyncIterator[str]:
         "Pieces of the reply as they stream in."
         try:
-            stream = await self.client.chat.completions.create(
-                model=self.model, messages=messages, stream=True, stream_options={'include_usage': True},
-                max_tokens=self.max_tokens, temperature=self.temperature, timeout=self.timeout)
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None and usage is not None:
-                        usage.update(prompt_tokens=chunk.usage.prompt_tokens, completion_tokens=chunk.usage.completion_tokens)
-                    if chunk.choices and chunk.choices[0].delta.content: yield chunk.choices[0].delta.content
+            async with self.client.chat.completions.with_streaming_response.create(
+                    model=self.model, messages=messages, stream=True, stream_options={'include_usage': True},
+                    max_tokens=self.max_tokens, temperature=self.temperature, timeout=self.timeout) as resp:
+                async for line in resp.iter_lines():
+                    if not line.startswith('data:'): continue  # blank lines between events, comments
+                    data = line[5:].strip()
+                    if data == '[DONE]': break
+                    text, counts = _chat_event(data, self.name)
+                    if counts and usage is not None:
+                        usage.update(prompt_tokens=counts.get('prompt_tokens', 0), completion_tokens=counts.get('completion_tokens', 0))
+                    if text: yield text
         except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
+
+def _chat_event(data: str, # the JSON of one `data:` line
+                name: str, # the provider, for errors
+               ) -> tuple[str, dict | None]:
+    "The text and the usage in one streamed chat completion event (`ValueError` when it is not one)."
+    d = json.loads(data)
+    if isinstance(d, dict) and d.get('error'): raise ProviderError(f'{name}: {_detail(d) or "error while streaming"}')
+    try:
+        choices, counts = d.get('choices') or [], d.get('usage')
+        text = (choices[0].get('delta') or {}).get('content') or '' if choices else ''
+        if isinstance(text, str) and (counts is None or isinstance(counts, dict)): return text, counts
+    except (AttributeError, IndexError, TypeError): pass
+    raise ValueError(f'not a chat completion chunk: {data[:80]}')
 
 # %% ../nbs/05b_cloud.ipynb #8f0611f3
 class ElevenLabsTTS(TextToSpeech):
@@ -156,7 +174,7 @@ class ElevenLabsTTS(TextToSpeech):
         self.voice_id, self.model, self.timeout, self.optimize_streaming_latency = voice_id, model, timeout, optimize_streaming_latency
         self.voice_settings = VoiceSettings(stability=stability, similarity_boost=similarity_boost, style=style,
                                             speed=speed, use_speaker_boost=use_speaker_boost)
-        self._http = httpx.AsyncClient(timeout=timeout)
+        self._http = HttpxAiohttpClient(timeout=timeout, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
         self.client = AsyncElevenLabs(api_key=api_key, base_url=base_url or os.environ.get('ELEVENLABS_BASE_URL'), httpx_client=self._http)
 
     async def speak(self, text: str, # what to say
@@ -167,7 +185,7 @@ class ElevenLabsTTS(TextToSpeech):
             async with aclosing(self.client.text_to_speech.stream(
                     voice_id=self.voice_id, text=text, model_id=self.model, output_format='ulaw_8000',
                     voice_settings=self.voice_settings, optimize_streaming_latency=self.optimize_streaming_latency,
-                    request_options={'max_retries': 0, 'timeout_in_seconds': self.timeout, 'chunk_size': FRAME_SAMPLES})) as audio:
+                    request_options={'max_retries': 0, 'timeout_in_seconds': self.timeout, 'chunk_size': None})) as audio:  # as received
                 async for chunk in audio:
                     if first: _check_raw(chunk, self.name, 'ulaw_8000'); first = False
                     if chunk: yield chunk

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_server.ipynb #04ed8e65
 from __future__ import annotations
-import asyncio, hmac, ipaddress, json, logging, os, secrets, time, weakref
+import asyncio, gc, hmac, ipaddress, json, logging, os, secrets, time, weakref
 from dataclasses import dataclass, fields
 
 from aiohttp import web, WSMsgType, WSCloseCode
@@ -77,6 +77,7 @@ class Settings:
     max_open_calls: int = 0 # simultaneous calls across all replicas (0: no limit)
     notify_sms_to: str = '' # text a summary of each call here (needs Twilio credentials)
     notify_sms_from: str = '' # the Twilio number that sends it
+    uvloop: bool = True # `serve` runs on uvloop (faster sockets, timers and callbacks) when it is installed
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> 'Settings':
@@ -401,7 +402,21 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     add_calls_routes(app, STORE, s.calls_ui_token, recordings_dir=s.recordings_dir)
     return app
 
-def serve(settings: Settings | None = None) -> None:
+async def _freeze(app: web.Application):
+    "Put everything loaded at start-up out of the garbage collector's sight."
+    gc.collect(); gc.freeze()
+
+def serve(settings: Settings | None = None, # configuration (None: from the environment)
+          app: web.Application | None = None, # the app to run (None: `create_app(settings)`)
+         ) -> None:
     "Run the hotline server until interrupted (`artist-hotline serve`)."
     s = settings or Settings.from_env()
-    web.run_app(create_app(s), host=s.host, port=s.port, shutdown_timeout=s.shutdown_timeout_s, access_log=None)
+    app = create_app(s) if app is None else app
+    app.on_startup.append(_freeze)  # runs once the engines and the store are up
+    loop = None
+    if s.uvloop:
+        try:
+            import uvloop
+            loop = uvloop.new_event_loop()
+        except ImportError: log.warning('uvloop is not installed: running on the asyncio event loop')
+    web.run_app(app, host=s.host, port=s.port, shutdown_timeout=s.shutdown_timeout_s, access_log=None, loop=loop)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_store.ipynb #a9e7883f
 from __future__ import annotations
-import asyncio, json, logging, re
+import asyncio, functools, json, logging, re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -272,15 +272,20 @@ def turn_row(rec: TurnRecord | dict, # a turn, as the engine keeps it
     if 'index' in d: d['idx'] = d.pop('index')
     return {k: d[k] for k in _TURN_COLUMNS if k in d}
 
+@functools.lru_cache(maxsize=32)
+def _turn_upsert(is_sqlite: bool, columns: tuple) -> sa.Insert:
+    "The upsert of a turn's `columns`, built once per dialect and set of columns; the values are bound when it runs."
+    q = (sqlite.insert if is_sqlite else postgresql.insert)(turns)
+    return q.on_conflict_do_update(index_elements=['call_sid', 'idx'], set_={k: q.excluded[k] for k in [*columns, 'updated_at'] if k != 'idx'})
+
 async def _write_turn(self: Store,
                       sid: str, # the call's sid
                       rec: TurnRecord | dict, # the turn (or its `turn_row`)
                      ) -> None:
     "Insert or update one turn of a call."
     row, now = turn_row(rec), utcnow()
-    q = self._insert(turns).values(call_sid=sid, created_at=now, updated_at=now, **row)
-    q = q.on_conflict_do_update(index_elements=['call_sid', 'idx'], set_={k: q.excluded[k] for k in [*row, 'updated_at'] if k != 'idx'})
-    await self._tx(lambda c: c.execute(q))
+    q = _turn_upsert(self.is_sqlite, tuple(row))
+    await self._tx(lambda c: c.execute(q, dict(row, call_sid=sid, created_at=now, updated_at=now)))
 
 async def _add_event(self: Store,
                      sid: str, # the call's sid

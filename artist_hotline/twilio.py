@@ -84,6 +84,19 @@ def _get(d: dict, *path, kind=str):
 
 def _seq(d): return _get(d, 'sequenceNumber', kind=int) if 'sequenceNumber' in d else 0
 
+def _n(v) -> int | None:
+    "A non-negative int, or a string of digits as one; None for anything else."
+    return v if type(v) is int else int(v) if type(v) is str and v.isdigit() else None
+
+def _media(d: dict) -> Media | None:
+    "A well-formed media message, read without the checks' overhead; None to parse it the strict way."
+    m, sid = d.get('media'), d.get('streamSid')
+    if type(m) is not dict or type(sid) is not str or type(p := m.get('payload')) is not str: return None
+    ts, chunk, seq = _n(m.get('timestamp', 0)), _n(m.get('chunk', 0)), _n(d.get('sequenceNumber', 0))
+    if ts is None or chunk is None or seq is None: return None
+    try: return Media(sid, payload_to_ulaw(p), ts, chunk, m.get('track', 'inbound'), seq)
+    except (binascii.Error, ValueError): return None
+
 def parse_message(raw: str | bytes, # one WebSocket text frame
                  ) -> Connected | Start | Media | Dtmf | Mark | Stop:
     "Parse one Twilio Media Streams frame; raises `ProtocolError` when it is not valid."
@@ -92,6 +105,7 @@ def parse_message(raw: str | bytes, # one WebSocket text frame
     except (json.JSONDecodeError, RecursionError) as e: raise ProtocolError(f'bad JSON: {e}') from None
     if not isinstance(d, dict): raise ProtocolError(f'message is a JSON {type(d).__name__}, not an object')
     ev = _get(d, 'event')
+    if ev == 'media' and (media := _media(d)) is not None: return media  # 50 a second per call
     if ev == 'connected': return Connected(d.get('protocol', 'Call'), d.get('version', ''))
     sid = _get(d, 'streamSid')
     if ev == 'media':

@@ -43,7 +43,7 @@ from artist_hotline.call import CallSettings, CallSink
 from artist_hotline.fakecloud import Engines, create_fake_cloud, get_profile
 from artist_hotline.offline import ScriptedBrain
 from artist_hotline.persona import load_persona
-from artist_hotline.server import CALLS, SINK, STATS, Settings, create_app
+from artist_hotline.server import CALLS, SINK, STATS, Settings, create_app, serve
 from artist_hotline.simulate import map_stream_url, new_sid, parse_twiml, voice_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ def serve_server(args):
         def call_settings(self) -> CallSettings: return dataclasses.replace(super().call_settings(), **overrides)
     s = BenchSettings(host='127.0.0.1', port=args.port, openai_api_key='sk-bench', openai_base_url=args.cloud + '/v1',
                       elevenlabs_api_key='xi-bench', elevenlabs_base_url=args.cloud, elevenlabs_voice_id='bench-voice',
-                      database_url=f'sqlite:///{args.db}')  # the call store, as in production, in a scratch file
+                      database_url=f'sqlite:///{args.db}', shutdown_timeout_s=5)  # the call store, as in production, in a scratch file
     app = create_app(s)
     app[SINK] = sink = BenchSink(app[SINK])
     app[BENCH_LAG], app[BENCH_SINK], app[BENCH_PROF], app[BENCH_GC] = LagMonitor(), sink, {}, GcWatch()
@@ -162,7 +162,7 @@ def serve_server(args):
     app.cleanup_ctx.append(monitor)
     app.router.add_get('/_bench/stats', server_stats)
     app.router.add_get('/_bench/profile', server_profile)
-    web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, print=None, shutdown_timeout=5)
+    serve(s, app)  # as `artist-hotline serve` runs it: uvloop, start-up frozen out of the collector's sight
 
 
 # ---------------------------------------------------------------- the fake cloud process

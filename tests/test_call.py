@@ -3,7 +3,7 @@ import asyncio, json
 import numpy as np
 import pytest
 
-from artist_hotline.audio import frames, ulaw_encode
+from artist_hotline.audio import frames, payload_to_ulaw, ulaw_encode
 from artist_hotline.call import Call, CallSettings
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, LanguageModel, ProviderError, Providers, TextToSpeech, ToneTTS
@@ -212,7 +212,7 @@ async def test_tts_down_plays_prerendered_fallback():
     runner = asyncio.create_task(call.run())
     await until(lambda: call.turns)  # the greeting could not be spoken: a fallback line instead
     assert call.turns[0].outcome == 'fallback' and call.turns[0].heard_text == line
-    assert sum(1 for d in tw.sent if d['event'] == 'media') == 5
+    assert sum(len(payload_to_ulaw(d['media']['payload'])) for d in tw.sent if d['event'] == 'media') == 800  # all of it, in whole frames
     await call.close('done'); await runner
 
 
