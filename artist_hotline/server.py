@@ -46,6 +46,7 @@ class Settings:
     stt_provider: str = 'auto' # auto | openai | pocketsphinx
     llm_provider: str = 'auto' # auto | openai | scripted
     tts_provider: str = 'auto' # auto | elevenlabs | openai | espeak
+    provider_client: str = 'http' # how cloud requests are sent: http (plain aiohttp, least CPU) | sdk (the official SDKs)
     openai_api_key: str = '' # OpenAI (or compatible) key
     openai_base_url: str = '' # OpenAI-compatible server, e.g. Ollama's http://localhost:11434/v1
     stt_model: str = 'gpt-4o-mini-transcribe' # or whisper-1
@@ -111,16 +112,18 @@ def make_providers(settings: Settings, # the server's settings
     stt_kind = pick(s.stt_provider, 'openai' if s.openai_api_key else 'pocketsphinx')
     llm_kind = pick(s.llm_provider, 'openai' if has_openai else 'scripted')
     tts_kind = pick(s.tts_provider, 'elevenlabs' if s.elevenlabs_api_key else 'espeak')
-    if 'openai' in (stt_kind, llm_kind) or tts_kind in ('openai', 'elevenlabs'): from artist_hotline import cloud
+    if s.provider_client not in ('http', 'sdk'): raise ValueError(f'PROVIDER_CLIENT={s.provider_client!r}: choose http or sdk')
+    if 'openai' in (stt_kind, llm_kind) or tts_kind in ('openai', 'elevenlabs'): from artist_hotline import cloud, wire
+    http = s.provider_client == 'http'
 
-    stt = {'openai': lambda: cloud.OpenAISTT(model=s.stt_model, **openai_kw),
+    stt = {'openai': lambda: (wire.HttpOpenAISTT if http else cloud.OpenAISTT)(model=s.stt_model, **openai_kw),
            'pocketsphinx': lambda: offline.SphinxSTT()}
-    llm = {'openai': lambda: cloud.OpenAIChat(model=s.llm_model, **openai_kw),
+    llm = {'openai': lambda: (wire.HttpOpenAIChat if http else cloud.OpenAIChat)(model=s.llm_model, **openai_kw),
            'scripted': lambda: offline.ScriptedBrain(persona)}
-    tts = {'elevenlabs': lambda: cloud.ElevenLabsTTS(voice_id=v.voice_id or s.elevenlabs_voice_id, api_key=s.elevenlabs_api_key,
-                                                      base_url=s.elevenlabs_base_url or None, model=s.tts_model,
-                                                      stability=v.stability, similarity_boost=v.similarity_boost, style=v.style,
-                                                      speed=v.speed, use_speaker_boost=v.use_speaker_boost),
+    tts = {'elevenlabs': lambda: (wire.HttpElevenLabsTTS if http else cloud.ElevenLabsTTS)(
+               voice_id=v.voice_id or s.elevenlabs_voice_id, api_key=s.elevenlabs_api_key, base_url=s.elevenlabs_base_url or None,
+               model=s.tts_model, stability=v.stability, similarity_boost=v.similarity_boost, style=v.style, speed=v.speed,
+               use_speaker_boost=v.use_speaker_boost),
            'openai': lambda: cloud.OpenAITTS(voice=v.openai_voice, model=s.openai_tts_model, **openai_kw),
            'espeak': lambda: offline.EspeakTTS(voice=v.espeak_voice, rate=v.espeak_rate)}
     for stage, kind, table in (('stt', stt_kind, stt), ('llm', llm_kind, llm), ('tts', tts_kind, tts)):

@@ -1,5 +1,6 @@
-"""Whole calls through the server with the official OpenAI and ElevenLabs SDKs pointed at the local
-fake cloud, driven by the Twilio simulator: memory, barge-in, provider failures and fallbacks."""
+"""Whole calls through the server with the cloud adapters (the official OpenAI and ElevenLabs SDKs, and
+the plain-HTTP ones) pointed at the local fake cloud, driven by the Twilio simulator: memory, barge-in,
+provider failures and fallbacks."""
 import pytest
 
 from artist_hotline.fakecloud import Engines, default_engines, running_fake_cloud
@@ -13,15 +14,16 @@ from artist_hotline.simulate import Step, dial, simulate_call
 TOKEN = 'sdk-test-token'
 
 
-@pytest.fixture
-async def cloud_call(aiohttp_server):
-    "Start a fake cloud (transcripts from a queue) and a hotline using the cloud SDKs against it."
+@pytest.fixture(params=['sdk', 'http'])
+async def cloud_call(aiohttp_server, request):
+    "Start a fake cloud (transcripts from a queue) and a hotline using the cloud adapters against it."
     stack = []
     async def start(texts=(), engines=None, **settings):
         ctx = running_fake_cloud(profile='instant', engines=engines or Engines(EchoSTT(list(texts)), ScriptedBrain(load_persona()), espeak_synth))
         fc = await ctx.__aenter__(); stack.append(ctx)
         s = Settings(twilio_auth_token=TOKEN, openai_api_key='sk-test', openai_base_url=fc.openai_base_url,
-                     elevenlabs_api_key='xi-test', elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='voice-1', **settings)
+                     elevenlabs_api_key='xi-test', elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='voice-1',
+                     provider_client=request.param, **settings)
         app = create_app(s)
         server = await aiohttp_server(app)
         return fc, app, str(server.make_url('')).rstrip('/')
