@@ -42,8 +42,10 @@ def _ulaw_decode_table() -> np.ndarray:
     return np.where(u & 0x80, 0x84 - t, t - 0x84).astype(np.int16)
 
 _ENC, _DEC = _ulaw_encode_table(), _ulaw_decode_table()
-# Decoding two codes per lookup halves the work: the table maps each pair of bytes (read as one
-# uint16 in native byte order) to the two decoded samples (one uint32).
+# Decoding two codes per lookup halves the work on long signals: the table maps each pair of bytes
+# (read as one uint16 in native byte order) to the two decoded samples (one uint32). A live call
+# decodes 160 bytes at a time, among hundreds of other calls; there the 512-byte table, which
+# stays in the CPU's nearest cache, beats the 256 KB one.
 _DEC2 = _DEC[np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)].view(np.uint32).ravel()
 
 # %% ../nbs/01_audio.ipynb #f0091c3c
@@ -59,7 +61,7 @@ def ulaw_decode(codes: bytes | bytearray | memoryview | np.ndarray, # µ-law cod
     "Decode G.711 µ-law codes to int16 samples, exactly as `audioop.ulaw2lin`."
     if not isinstance(codes, np.ndarray): codes = np.frombuffer(codes, np.uint8)
     if codes.dtype != np.uint8: raise TypeError(f'ulaw_decode needs bytes or uint8, got {codes.dtype}')
-    if len(codes) % 2: return _DEC.take(codes)  # `take`: a third of fancy indexing's overhead on a 20 ms frame
+    if len(codes) < 4096 or len(codes) % 2: return _DEC.take(codes)  # `take`: a third of fancy indexing's overhead on a frame
     return _DEC2.take(np.ascontiguousarray(codes).view(np.uint16)).view(np.int16)
 
 # %% ../nbs/01_audio.ipynb #fa37857a

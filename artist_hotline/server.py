@@ -267,10 +267,9 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY): break
-            before = reader.malformed
             m = reader.feed(msg.data)
-            if m is None:
-                app[STATS]['malformed'] += reader.malformed - before
+            if m is None:  # dropped, logged and counted by the reader
+                app[STATS]['malformed'] += 1
                 if call is not None and reader.malformed <= 10: call._event('malformed', reason=reader.last_error)
                 continue
             if isinstance(m, Start):

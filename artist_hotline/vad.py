@@ -109,7 +109,10 @@ class VAD:
 
     def reset(self):
         "Forget the frames seen so far (start of a new call)."
-        self._recent = np.zeros(HISTORY_SAMPLES + self.hold_frames * FRAME_SAMPLES)  # the frames the gate may look at
+        # the samples the gate may look at are the last `_n` before `_end` in a buffer twice as long,
+        # written in place (a new array per frame cost more than the detector itself)
+        self._n = HISTORY_SAMPLES + self.hold_frames * FRAME_SAMPLES
+        self._buf, self._end = np.zeros(2 * self._n, np.int16), self._n
         self._unscored = 0  # how many of the latest frames have no periodicity score yet
         self._since_voiced = self.hold_frames  # frames since the last periodic frame; closed at start
         self._reset()
@@ -132,9 +135,14 @@ class VAD:
         "Whether this frame, the next one of a live stream, is speech."
         frame = np.asarray(frame)
         if frame.shape != (FRAME_SAMPLES,): raise ValueError(f'a frame is {FRAME_SAMPLES} samples, got shape {frame.shape}')
-        raw = self._raw_frame(frame.astype(np.int16, copy=False))
+        frame = frame.astype(np.int16, copy=False)
+        raw = self._raw_frame(frame)
         if self.voicing is None: return raw
-        self._recent = np.concatenate([self._recent[FRAME_SAMPLES:], frame])
+        if self._end + FRAME_SAMPLES > len(self._buf):  # full: move the samples still needed to the front
+            self._buf[:self._n - FRAME_SAMPLES] = self._buf[self._end - self._n + FRAME_SAMPLES:self._end]
+            self._end = self._n - FRAME_SAMPLES
+        self._buf[self._end:self._end + FRAME_SAMPLES] = frame
+        self._end += FRAME_SAMPLES
         self._unscored, self._since_voiced = min(self._unscored + 1, self.hold_frames), self._since_voiced + 1
         # `_since_voiced` counts from the last frame *known* to be periodic, so it can only be too
         # large. Frames are scored only when that could close the gate on a speech frame, the newest
@@ -142,9 +150,10 @@ class VAD:
         # the other unscored ones at once: the same answers as scoring every frame, at a fraction of the cost.
         if not raw or self._since_voiced < self.hold_frames: return bool(raw)
         k, self._unscored, F = self._unscored, 0, FRAME_SAMPLES
-        if periodicity(self._recent[-F:], self._recent[:-F])[0] >= self.voicing: self._since_voiced = 0
+        recent = self._buf[self._end - self._n:self._end]
+        if periodicity(recent[-F:], recent[:-F])[0] >= self.voicing: self._since_voiced = 0
         elif k > 1:
-            periodic = np.flatnonzero(periodicity(self._recent[-k * F:-F], self._recent[:-k * F]) >= self.voicing)
+            periodic = np.flatnonzero(periodicity(recent[-k * F:-F], recent[:-k * F]) >= self.voicing)
             if len(periodic): self._since_voiced = min(self._since_voiced, k - 1 - periodic[-1])
         return bool(self._since_voiced < self.hold_frames)
 
