@@ -17,8 +17,9 @@ def _serve(a):
 
 def _demo(a):
     from artist_hotline.demo import format_table, run_demo
-    print(f'artist-hotline demo: {"cloud SDKs against the local fake cloud (" + a.profile + ")" if a.cloud else "offline engines"}')
-    r = asyncio.run(run_demo(a.out, cloud=a.cloud, profile=a.profile, speed=a.speed))
+    how = {'sdk': 'the OpenAI and ElevenLabs SDKs', 'http': 'plain-HTTP cloud adapters'}[a.client]
+    print(f'artist-hotline demo: {f"{how} against the local fake cloud ({a.profile})" if a.cloud else "offline engines"}')
+    r = asyncio.run(run_demo(a.out, cloud=a.cloud, client=a.client, profile=a.profile, speed=a.speed))
     print('\nThe conversation:')
     for who, text in r.transcript: print(f'{who:>8}: {text}')
     print('\nLatency per caller turn:')
@@ -90,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_serve)
     s = sub.add_parser('demo', help='an offline demo call: conversation, latency table, call WAV and plot')
     s.add_argument('--out', default='out/demo', help='output folder (default out/demo)')
-    s.add_argument('--cloud', action='store_true', help='use the OpenAI/ElevenLabs SDKs against the local fake cloud')
+    s.add_argument('--cloud', action='store_true', help='use the cloud adapters against the local fake cloud')
+    s.add_argument('--client', default='sdk', choices=['sdk', 'http'], help="with --cloud: the official SDKs, or plain aiohttp as `serve` uses by default")
     s.add_argument('--profile', default='typical', choices=['instant', 'typical', 'slow'], help="the fake cloud's latency profile")
     s.add_argument('--speed', type=float, default=0.0, help='0 (default): skip through playback, wait for the server in real time; 1: all in real time')
     s.set_defaults(fn=_demo)

@@ -148,7 +148,8 @@ def _transcript(call: Call) -> list[tuple[str, str]]:
     return out
 
 async def run_demo(out: str | Path = 'out/demo', # folder for the call WAV, plot, transcript and table
-                   cloud: bool = False, # use the cloud SDKs against the local fake cloud instead of offline engines
+                   cloud: bool = False, # use the cloud adapters against the local fake cloud instead of offline engines
+                   client: str = 'sdk', # with `cloud`: 'sdk' (the official SDKs) or 'http' (plain aiohttp, as `serve` does by default)
                    profile: str = 'typical', # the fake cloud's latency profile
                    speed: float = 0.0, # 0: skip through playback and silence, but wait for the server in real time; 1: real time
                    script: list[Step] | None = None, # the caller (default: `demo_script()`)
@@ -165,7 +166,8 @@ async def run_demo(out: str | Path = 'out/demo', # folder for the call WAV, plot
             from artist_hotline.fakecloud import running_fake_cloud
             fc = await stack.enter_async_context(running_fake_cloud(profile=profile))
             settings = Settings(**local, openai_api_key='sk-demo', openai_base_url=fc.openai_base_url,
-                                elevenlabs_api_key='xi-demo', elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='demo-voice')
+                                elevenlabs_api_key='xi-demo', elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='demo-voice',
+                                provider_client=client)
         app = create_app(settings)
         app[SINK] = PrintSink(app[STORE], write)
         runner = web.AppRunner(app, access_log=None)

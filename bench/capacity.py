@@ -20,8 +20,9 @@ Per step: the server's event-loop lag (a task inside the server sleeps 10 ms and
 overshoot) over the steady window (all callers connected, none gone); at the callers, the gaps
 between consecutive bot media messages within a sentence, whether playback ever starved, frames the server
 sent vs frames received; CPU and memory of the server process (psutil); errors; reply latency.
-The verdict is the largest N whose loop lag p99 stays under 20 ms with no starved or lost frames and
-no errors. The callers' own loop lag and the fake cloud's say whether the client side saturated
+The verdict is the largest N whose loop lag p99 stays under 20 ms with no lost frames and no errors
+(the issue's criterion), and, stricter, the largest N where besides no caller's playback ever ran dry
+within a sentence. The callers' own loop lag and the fake cloud's say whether the client side saturated
 first (then that step says nothing about the server); a step during which other processes took more
 than a tenth of a core is flagged as disturbed. Prints a table, writes bench/results/capacity.json.
 """
@@ -450,8 +451,10 @@ async def run_step(n: int, args, utts, session, server_url: str, cloud_url: str,
                provider_requests={k: v - requests_before.get(k, 0) for k, v in cloud_stats['requests'].items()},
                clears=st.clears, errors=errors, outcomes=srv_stats['outcomes'], stt_not_found=cloud_stats['stt_not_found'], client=client)
     res['disturbed'] = bool(res['other_load']['processes_total'] > 0.10)
-    res['ok'] = bool(res['loop_lag_ms']['p99'] is not None and res['loop_lag_ms']['p99'] < LAG_BUDGET_S * 1000 and not st.starved
+    # the issue's criterion (loop lag p99 under 20 ms, no lost frames), with every call completed and no errors
+    res['ok'] = bool(res['loop_lag_ms']['p99'] is not None and res['loop_lag_ms']['p99'] < LAG_BUDGET_S * 1000
                      and lost == 0 and not errors and st.calls_done == n)
+    res['clean'] = res['ok'] and not st.starved  # stricter: no caller's playback ever ran dry within a sentence
     return res
 
 def fmt(x, spec='.0f'): return '-' if x is None else format(x, spec)
@@ -461,7 +464,7 @@ def print_row(r: dict, header: bool = False):
         print(f'{"N":>4} {"done":>4} {"lag p50":>7} {"p99":>6} {"max":>6} {"CPU":>5} {"CPU/call":>8} {"RSS MB":>6} {"MB/call":>7} {"turns":>5} '
               f'{"reply p50":>9} {"p95":>5} {"gap p99":>7} {"starved":>7} {"lost":>5} {"errors":>6} {"client lag p99/max":>18} {"cloud p99/max":>13}  verdict')
     c = r['client']
-    verdict = ('ok' if r['ok'] else 'FAIL') + (' (client side saturated: not a server figure)' if c['saturated'] else '') + \
+    verdict = ('clean' if r['clean'] else 'ok (starved)' if r['ok'] else 'FAIL') + (' (client side saturated: not a server figure)' if c['saturated'] else '') + \
               (' (disturbed by other processes)' if r['disturbed'] else '')
     print(f'{r["n"]:>4} {r["calls_completed"]:>4} {fmt(r["loop_lag_ms"]["p50"], ".1f"):>7} {fmt(r["loop_lag_ms"]["p99"], ".1f"):>6} '
           f'{fmt(r["loop_lag_ms"]["max"]):>6} {r["server_cpu"] * 100:>4.0f}% {r["cpu_per_call"] * 100:>7.2f}% {r["rss_mb"]:>6.0f} {r["mb_per_call"]:>7.2f} '
@@ -519,11 +522,12 @@ async def drive(args, server: subprocess.Popen, cloud: subprocess.Popen, server_
 
 def report(results: list[dict], args):
     trusted = [r for r in results if not r['client']['saturated'] and not r['disturbed']]
-    passing = [r['n'] for r in trusted if r['ok']]
-    best = max(passing) if passing else None
-    print(f'\nlargest N with server loop lag p99 < {LAG_BUDGET_S * 1000:.0f} ms, no starved or lost frames, no errors: {best if best else "none"}'
+    best = max([r['n'] for r in trusted if r['ok']], default=None)
+    clean = max([r['n'] for r in trusted if r['clean']], default=None)
+    print(f'\nlargest N with server loop lag p99 < {LAG_BUDGET_S * 1000:.0f} ms, no lost frames, no errors: {best or "none"}'
           + (f' (steps left out because the client side saturated or other processes took the CPU: {[r["n"] for r in results if r not in trusted]})'
              if len(trusted) < len(results) else ''))
+    print(f'largest N with, besides, no caller\'s playback ever starved within a sentence: {clean or "none"}')
     goal = best is not None and best >= 200
     print(f'goal 200 calls on one process, one core: {"PASS" if goal else "FAIL"}')
     if args.profile_server and results:
@@ -534,7 +538,7 @@ def report(results: list[dict], args):
             out = io.StringIO()
             pstats.Stats(str(path), stream=out).sort_stats('tottime').print_stats(25)
             print('\n'.join(out.getvalue().splitlines()[-32:]))
-    return dict(best_n=best, goal_200=goal)
+    return dict(best_n=best, best_clean_n=clean, goal_200=goal)
 
 def main(args) -> int:
     corpus = Path(args.corpus)
