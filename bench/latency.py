@@ -10,11 +10,12 @@ OpenAI + ElevenLabs (`typical` latency profile) and a simulated Twilio caller ru
 127.0.0.1. The caller speaks corpus recordings in real time (LibriVox sentences, "go forward ten
 meters", spoken digits), waits for the reply (its playback is skipped, not its latency), and moves on.
 
-- `ours`: the cloud adapters (OpenAISTT, OpenAIChat, ElevenLabsTTS asking for ulaw_8000) built by
-  `make_providers`, default CallSettings (WebRTC VAD, calibrated hangover, sentence streaming).
+- `ours`: the cloud adapters built by `make_providers` (plain HTTP as `serve` uses by default, or the
+  SDK ones with `--client sdk`; ElevenLabs asked for ulaw_8000), default CallSettings (WebRTC VAD,
+  calibrated hangover, sentence streaming).
 - `prototype`: the original design, same run: energy VAD at a fixed -35 dBFS, 2 s of silence ends a
   turn, the whole transcript, the whole model reply, the whole speech as MP3 decoded, resampled to
-  8 kHz and µ-law encoded, then sent at once.
+  8 kHz and µ-law encoded, then sent at once; through the SDK adapters, as the prototype used the SDKs.
 
 Latency = the caller's last voiced sample (end of `simulate.voiced_span` of the recording, which
 matches the LibriVox hand labels within 0.1 s) -> the first bot frame reaching the caller (and, also
@@ -163,11 +164,11 @@ async def start_server(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     return runner, f'http://127.0.0.1:{runner.addresses[0][1]}'
 
-def build_app(mode: str, fc, persona, db: Path) -> web.Application:
+def build_app(mode: str, fc, persona, db: Path, client: str = 'http') -> web.Application:
     kw = dict(host='127.0.0.1', openai_api_key='sk-bench', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi-bench',
               elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice', idle_reprompt_s=30, idle_hangup_s=60,
               database_url=f'sqlite:///{db}')  # the call store, as in production, in a scratch file
-    if mode == 'ours': return create_app(Settings(**kw), persona=persona)  # make_providers: the cloud adapters
+    if mode == 'ours': return create_app(Settings(**kw, provider_client=client), persona=persona)  # make_providers: the cloud adapters
     s = PrototypeSettings(**kw)
     providers = Providers(OpenAISTT(s.stt_model, api_key=s.openai_api_key, base_url=s.openai_base_url),
                           WholeReply(OpenAIChat(s.llm_model, api_key=s.openai_api_key, base_url=s.openai_base_url)),
@@ -218,13 +219,13 @@ async def run_call(url: str, app, clips: list[Clip], reply_timeout_s: float) -> 
 
 def _d(a, b): return None if a is None or b is None else b - a
 
-async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_timeout_s: float) -> tuple[list[dict], int]:
+async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_timeout_s: float, client: str = 'http') -> tuple[list[dict], int]:
     "All the calls of one mode at once, against a fresh fake cloud and server; the rows and the transcripts not found."
     stt = KnownTranscriptSTT([c for clips in calls for c in clips])
     engines = Engines(stt, ScriptedBrain(persona), await asyncio.get_running_loop().run_in_executor(None, CachedSynth, persona))
     async with running_fake_cloud(profile, engines=engines) as fc:
         scratch = tempfile.TemporaryDirectory(prefix='latency-')
-        app = build_app(mode, fc, persona, Path(scratch.name) / 'calls.sqlite3')
+        app = build_app(mode, fc, persona, Path(scratch.name) / 'calls.sqlite3', client)
         runner, url = await start_server(app)
         try:
             t = time.monotonic()
@@ -334,7 +335,7 @@ async def main(args) -> int:
     print(f'{n} turns of real speech in {len(calls)} calls per mode ({", ".join(str(len(c)) for c in calls)} turns); modes: {", ".join(args.modes)}')
     started, rows = time.monotonic(), {}
     for mode in args.modes:
-        rows[mode] = await run_mode(mode, calls, profile, persona, args.reply_timeout)
+        rows[mode] = await run_mode(mode, calls, profile, persona, args.reply_timeout, args.client)
     summ = {m: summarize(m, *r, profile, (Settings() if m == 'ours' else PrototypeSettings()).call_settings()) for m, r in rows.items()}
     out = report(summ, profile)
     out.update(code=code_version(),
@@ -362,6 +363,7 @@ def parse_args(argv=None):
     ap.add_argument('--digits-per-call', type=int, default=5, help='digits per call')
     ap.add_argument('--modes', nargs='+', default=['ours', 'prototype'], choices=['ours', 'prototype'])
     ap.add_argument('--reply-timeout', type=float, default=20., help='longest wait for a reply to begin (s)')
+    ap.add_argument('--client', default='http', choices=['http', 'sdk'], help="how `ours` sends cloud requests (PROVIDER_CLIENT)")
     ap.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'latency.json'))
     return ap.parse_args(argv)
 
