@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_twilio.ipynb #ff884f8f
 from __future__ import annotations
-import binascii, json, logging
+import binascii, logging
+import orjson
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -101,8 +102,8 @@ def parse_message(raw: str | bytes, # one WebSocket text frame
                  ) -> Connected | Start | Media | Dtmf | Mark | Stop:
     "Parse one Twilio Media Streams frame; raises `ProtocolError` when it is not valid."
     if isinstance(raw, (bytes, bytearray)): raise ProtocolError('binary frame (Twilio sends JSON text frames)')
-    try: d = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as e: raise ProtocolError(f'bad JSON: {e}') from None
+    try: d = orjson.loads(raw)  # a third of the json module's time: 50 messages a second per call
+    except orjson.JSONDecodeError as e: raise ProtocolError(f'bad JSON: {e}') from None
     if not isinstance(d, dict): raise ProtocolError(f'message is a JSON {type(d).__name__}, not an object')
     ev = _get(d, 'event')
     if ev == 'media' and (media := _media(d)) is not None: return media  # 50 a second per call
@@ -134,20 +135,20 @@ class OutMedia:
     stream_sid: str
     payload: bytes
     def to_json(self) -> str:
-        return json.dumps({'event': 'media', 'streamSid': self.stream_sid, 'media': {'payload': ulaw_to_payload(self.payload)}})
+        return orjson.dumps({'event': 'media', 'streamSid': self.stream_sid, 'media': {'payload': ulaw_to_payload(self.payload)}}).decode()
 
 @dataclass
 class OutMark:
     "Ask Twilio to echo `name` when the audio sent before it has played."
     stream_sid: str
     name: str
-    def to_json(self) -> str: return json.dumps({'event': 'mark', 'streamSid': self.stream_sid, 'mark': {'name': self.name}})
+    def to_json(self) -> str: return orjson.dumps({'event': 'mark', 'streamSid': self.stream_sid, 'mark': {'name': self.name}}).decode()
 
 @dataclass
 class Clear:
     "Drop all audio Twilio has buffered for the caller."
     stream_sid: str
-    def to_json(self) -> str: return json.dumps({'event': 'clear', 'streamSid': self.stream_sid})
+    def to_json(self) -> str: return orjson.dumps({'event': 'clear', 'streamSid': self.stream_sid}).decode()
 
 # %% ../nbs/00_twilio.ipynb #775b35fb
 class StreamReader:
