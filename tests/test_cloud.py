@@ -8,6 +8,7 @@ from artist_hotline.cloud import ElevenLabsTTS, OpenAIChat, OpenAISTT, OpenAITTS
 from artist_hotline.fakecloud import FAULT_KINDS, Engines, Faults, default_engines, encode_audio, get_profile, running_fake_cloud
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import EchoSTT, LanguageModel, ProviderError, SpeechToText, TextToSpeech
+from artist_hotline.wire import HttpOpenAIChat
 
 
 @pytest.fixture(scope='module')
@@ -175,9 +176,10 @@ async def test_sdk_retries_are_off(engines, cloud):
     await shared.close()
 
 
-async def test_random_faults_match_what_was_injected(engines):
+@pytest.mark.parametrize('chat', [OpenAIChat, HttpOpenAIChat])
+async def test_random_faults_match_what_was_injected(engines, chat):
     async with running_fake_cloud('instant', faults=Faults(error=0.3, drop=0.2, seed=5), engines=engines) as c:
-        llm = OpenAIChat(api_key='fake', base_url=c.openai_base_url, timeout=2)
+        llm = chat(api_key='fake', base_url=c.openai_base_url, timeout=2)
         failed = 0
         for _ in range(20):
             try: await use(llm)
