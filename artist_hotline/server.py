@@ -230,7 +230,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({'status': 'draining' if app[STATS]['draining'] else 'ok', 'version': artist_hotline.__version__,
                               'open_calls': len(app[CALLS]), 'providers': app[PROVIDERS].describe(),
                               'signatures': 'checked' if app[SETTINGS].twilio_auth_token else 'NOT CHECKED (no TWILIO_AUTH_TOKEN)',
-                              'malformed_messages': app[STATS]['malformed'], 'calls_total': app[STATS]['calls']})
+                              'malformed_messages': app[STATS]['malformed'], 'calls_total': app[STATS]['calls'],
+                              'event_loop': type(asyncio.get_running_loop()).__module__.split('.')[0]})  # 'uvloop' under `serve`
 
 # %% ../nbs/08_server.ipynb #b9b36df1
 def _hangup(app: web.Application, call_sid: str, ws: web.WebSocketResponse):

@@ -1,5 +1,5 @@
 "The server over real HTTP and WebSockets, driven by the Twilio simulator, with fake engines."
-import asyncio
+import asyncio, json
 import pytest
 from aiohttp import WSServerHandshakeError
 from twilio.request_validator import RequestValidator
@@ -163,3 +163,29 @@ def test_env_example_documents_every_setting():
     env = Path(__file__).resolve().parents[1] / '.env.example'
     names = {l.split('=')[0] for l in env.read_text().splitlines() if l and not l.startswith('#')}
     assert names == {f.name.upper() for f in fields(Settings)} | {'PERSONAS_DIR'}
+
+
+def test_serve_runs_on_uvloop_and_freezes_start_up(tmp_path):
+    "`artist-hotline serve` as production runs it: up, healthy, on uvloop, start-up frozen; stops cleanly on SIGINT."
+    import os, signal, socket, subprocess, sys, time, urllib.request
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    env = dict(os.environ, HOST='127.0.0.1', PORT=str(port), DATABASE_URL=f'sqlite:///{tmp_path}/calls.sqlite3')
+    code = ('import gc, artist_hotline.server as s; from aiohttp import web\n'
+            'app = s.create_app(s.Settings.from_env())\n'
+            'async def frozen(request): return web.json_response(gc.get_freeze_count())\n'
+            'app.router.add_get("/frozen", frozen)\n'
+            's.serve(s.Settings.from_env(), app)')
+    proc = subprocess.Popen([sys.executable, '-c', code], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                health = json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).read())
+                break
+            except OSError: time.sleep(0.1)
+        else: raise AssertionError(proc.stdout.read1().decode())
+        assert health['status'] == 'ok' and health['event_loop'] == 'uvloop'
+        assert json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/frozen', timeout=2).read()) > 10_000
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
