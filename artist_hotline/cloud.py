@@ -131,25 +131,27 @@ class OpenAIChat(_OpenAIAdapter, LanguageModel):
                     model=self.model, messages=messages, stream=True, stream_options={'include_usage': True},
                     max_tokens=self.max_tokens, temperature=self.temperature, timeout=self.timeout) as resp:
                 async for line in resp.iter_lines():
-                    if not line.startswith('data:'): continue  # blank lines between events, comments
-                    data = line[5:].strip()
-                    if data == '[DONE]': break
-                    text, counts = _chat_event(data, self.name)
-                    if counts and usage is not None:
-                        usage.update(prompt_tokens=counts.get('prompt_tokens', 0), completion_tokens=counts.get('completion_tokens', 0))
+                    if (text := _chat_line(line, self.name, usage)) is None: break
                     if text: yield text
         except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
 
-def _chat_event(data: str, # the JSON of one `data:` line
-                name: str, # the provider, for errors
-               ) -> tuple[str, dict | None]:
-    "The text and the usage in one streamed chat completion event (`ValueError` when it is not one)."
+def _chat_line(line: str, # one line of a streamed chat completion
+               name: str, # the provider, for errors
+               usage: dict | None, # filled with the token counts when the line carries them
+              ) -> str | None:
+    "The text in one line of a streamed chat completion ('' for none, None at its end; `ValueError` when unreadable)."
+    if not line.startswith('data:'): return ''  # blank lines between events, comments
+    data = line[5:].strip()
+    if data == '[DONE]': return None
     d = json.loads(data)
     if isinstance(d, dict) and d.get('error'): raise ProviderError(f'{name}: {_detail(d) or "error while streaming"}')
     try:
         choices, counts = d.get('choices') or [], d.get('usage')
         text = (choices[0].get('delta') or {}).get('content') or '' if choices else ''
-        if isinstance(text, str) and (counts is None or isinstance(counts, dict)): return text, counts
+        if isinstance(text, str) and (counts is None or isinstance(counts, dict)):
+            if counts and usage is not None:
+                usage.update(prompt_tokens=counts.get('prompt_tokens', 0), completion_tokens=counts.get('completion_tokens', 0))
+            return text
     except (AttributeError, IndexError, TypeError): pass
     raise ValueError(f'not a chat completion chunk: {data[:80]}')
 

@@ -11,7 +11,7 @@ import aiohttp
 import numpy as np
 
 from .audio import SAMPLE_RATE, wav_bytes
-from .cloud import _chat_event, _check_raw, _detail
+from .cloud import _chat_line, _check_raw, _detail
 from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
 
 # %% auto #0
@@ -117,12 +117,7 @@ class HttpOpenAIChat(_HttpAdapter, LanguageModel):
         try:
             async with self._post('/chat/completions', json=body) as resp:
                 async for line in resp.content:  # one line at a time, as it arrives
-                    if not line.startswith(b'data:'): continue  # blank lines between events, comments
-                    data = line[5:].strip()
-                    if data == b'[DONE]': break
-                    text, counts = _chat_event(data.decode(), self.name)
-                    if counts and usage is not None:
-                        usage.update(prompt_tokens=counts.get('prompt_tokens', 0), completion_tokens=counts.get('completion_tokens', 0))
+                    if (text := _chat_line(line.decode(), self.name, usage)) is None: break
                     if text: yield text
         except _ERRORS as e: raise http_failure(self.name, e) from e
 
