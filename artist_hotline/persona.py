@@ -6,12 +6,12 @@
 __all__ = ['DEFAULT_PERSONA', 'DEFAULT_PERSONA_TOML', 'INTERRUPTED', 'VoiceSettings', 'ScriptRule', 'Persona', 'PersonaError',
            'parse_persona', 'persona_dirs', 'list_personas', 'load_persona', 'Memory']
 
-# %% ../nbs/04_persona.ipynb #14b2517d
+# %% ../nbs/04_persona.ipynb #dc6b9272
 import os, re, tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# %% ../nbs/04_persona.ipynb #34e33b22
+# %% ../nbs/04_persona.ipynb #7d812109
 @dataclass
 class VoiceSettings:
     "How the persona sounds on each text-to-speech engine."
@@ -30,14 +30,14 @@ class VoiceSettings:
         return dict(stability=self.stability, similarity_boost=self.similarity_boost, style=self.style,
                     use_speaker_boost=self.use_speaker_boost, speed=self.speed)
 
-# %% ../nbs/04_persona.ipynb #8fb8701a
+# %% ../nbs/04_persona.ipynb #13d7272f
 @dataclass
 class ScriptRule:
     "One scripted answer of the offline brain: say `reply` when the caller says any of `keywords`."
     keywords:list[str] # lowercase words or phrases, matched as whole words in what the caller said
     reply:str # what the persona says
 
-# %% ../nbs/04_persona.ipynb #dd7c1c2f
+# %% ../nbs/04_persona.ipynb #c257b373
 @dataclass
 class Persona:
     "An artist's persona on the phone: prompt, fixed lines, voice and offline script."
@@ -54,7 +54,7 @@ class Persona:
     small_talk:list[str]=field(default_factory=lambda: ["Tell me more about that."]) # offline replies when no rule matches, cycled
     source:str='<string>' # where the persona was read from
 
-# %% ../nbs/04_persona.ipynb #c833f7e7
+# %% ../nbs/04_persona.ipynb #7874ad69
 class PersonaError(ValueError):
     "A persona file is missing, unreadable or invalid."
 
@@ -139,7 +139,7 @@ def parse_persona(text:str, # the persona as TOML
         kw['script'] = [_rule(o, i, source) for i, o in enumerate(d['script'])]
     return Persona(**kw, source=source)
 
-# %% ../nbs/04_persona.ipynb #558a6421
+# %% ../nbs/04_persona.ipynb #06b448db
 DEFAULT_PERSONA = 'synthetic-jason'
 
 DEFAULT_PERSONA_TOML = """
@@ -271,13 +271,13 @@ keywords = ["thank you", "thanks"]
 reply = "You're very welcome. What else is on your mind?"
 """
 
-# %% ../nbs/04_persona.ipynb #401d9574
-def persona_dirs()->list[Path]:
-    "The folders searched for persona files: `$PERSONAS_DIR`, else `./personas`."
-    env = os.environ.get('PERSONAS_DIR', '').strip()
-    return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()] if env else [Path('personas')]
+# %% ../nbs/04_persona.ipynb #410997f7
+def persona_dirs(setting:str='personas', # the PERSONAS_DIR setting: folders separated by `os.pathsep`
+                )->list[Path]:
+    "The folders searched for persona files."
+    return [Path(p).expanduser() for p in setting.split(os.pathsep) if p.strip()] or [Path('personas')]
 
-# %% ../nbs/04_persona.ipynb #5c9a0a41
+# %% ../nbs/04_persona.ipynb #f4161dc3
 def _slug(name:str, # a persona's name or file name
          )->str:
     "Lookup key for a persona name: lowercase, words joined by '-'."
@@ -296,7 +296,7 @@ def list_personas(dirs:list|None=None, # folders to search; default `persona_dir
     "Names of all personas that `load_persona` can find, the default first."
     return [DEFAULT_PERSONA] + sorted(set(_files(persona_dirs() if dirs is None else dirs)) - {DEFAULT_PERSONA})
 
-# %% ../nbs/04_persona.ipynb #a44df774
+# %% ../nbs/04_persona.ipynb #3eb9924d
 def load_persona(name_or_path:str|Path|None=None, # persona name, or path to a .toml file; None for the default
                  dirs:list|None=None, # folders to search by name; default `persona_dirs()`
                 )->Persona:
@@ -316,7 +316,7 @@ def load_persona(name_or_path:str|Path|None=None, # persona name, or path to a .
     except (OSError, UnicodeDecodeError) as e: raise PersonaError(f"{p}: cannot read persona file: {e}") from None
     return parse_persona(text, str(p))
 
-# %% ../nbs/04_persona.ipynb #c05c207a
+# %% ../nbs/04_persona.ipynb #dc8b656e
 INTERRUPTED = '—'
 
 @dataclass

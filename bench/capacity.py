@@ -5,10 +5,10 @@ Run from the repository root (5 steps of 60 s: about 7 minutes):
     .venv/bin/python bench/capacity.py
     .venv/bin/python bench/capacity.py --steps 25 50 --seconds 20      # a quick look
     .venv/bin/python bench/capacity.py --steps 200 --profile-server    # + the server's cProfile hotspots
-    .venv/bin/python bench/capacity.py --steps 100 --call-setting eager_ms=0   # A/B a CallSettings field
+    .venv/bin/python bench/capacity.py --steps 100 --setting EAGER_MS=0   # A/B a setting
 
 Three processes on 127.0.0.1 (2 cores): the hotline server (`create_app` with the cloud adapters that
-`make_providers` builds, default CallSettings, its SQLite call store in a scratch folder) pinned to
+`make_providers` builds, the default settings, its SQLite call store in a scratch folder) pinned to
 core 0; the fake OpenAI + ElevenLabs (`typical` latency profile; its speech-to-text returns the known
 transcript of the corpus recording, its eSpeak audio is synthesized once and cached, so it stays
 cheap) pinned to core 1; and this process, pinned to core 1, running N lean simulated Twilio callers: the exact Media Streams protocol over aiohttp
@@ -41,11 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import CachedSynth, KnownTranscriptSTT, code_version, corpus_calls  # noqa: E402  (the sibling bench script)
 
 from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_encode, ulaw_to_payload
-from artist_hotline.call import CallSettings, CallSink
+from artist_hotline.call import CallSink
 from artist_hotline.fakecloud import Engines, create_fake_cloud, get_profile
 from artist_hotline.offline import ScriptedBrain
 from artist_hotline.persona import load_persona
-from artist_hotline.server import CALLS, SINK, STATS, Settings, create_app, serve
+from artist_hotline.server import CALLS, SINK, STATS, create_app, serve
+from artist_hotline.settings import Settings
 from artist_hotline.simulate import map_stream_url, new_sid, parse_twiml, voice_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,10 +129,10 @@ class BenchSink(CallSink):
         self.inner, self.turns, self.events = inner, {}, []  # id(rec) -> (call t0, rec); (call t0, kind)
     async def start_call(self, sid, caller='', persona='', **kw): await self.inner.start_call(sid, caller, persona, **kw)
     async def turn(self, call, rec):
-        self.turns[id(rec)] = (call.t0, rec)
+        self.turns[id(rec)] = (call.clock.t0, rec)
         await self.inner.turn(call, rec)
     async def event(self, call, kind, detail):
-        self.events.append((call.t0, kind))
+        self.events.append((call.clock.t0, kind))
         await self.inner.event(call, kind, detail)
     async def end_call(self, sid, **kw): await self.inner.end_call(sid, **kw)
 
@@ -169,12 +170,11 @@ def serve_server(args):
     pin(args.core)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger('artist_hotline.server').setLevel(logging.ERROR)  # not the 'no TWILIO_AUTH_TOKEN' warning: loopback only
-    overrides = {k: float(v) if v.replace('.', '', 1).isdigit() else v for k, v in (kv.split('=', 1) for kv in args.call_setting)}
-    class BenchSettings(Settings):
-        def call_settings(self) -> CallSettings: return dataclasses.replace(super().call_settings(), **overrides)
-    s = BenchSettings(host='127.0.0.1', port=args.port, openai_api_key='sk-bench', openai_base_url=args.cloud + '/v1',
-                      elevenlabs_api_key='xi-bench', elevenlabs_base_url=args.cloud, elevenlabs_voice_id='bench-voice',
-                      database_url=f'sqlite:///{args.db}', shutdown_timeout_s=5)  # the call store, as in production, in a scratch file
+    overrides = dict(kv.split('=', 1) for kv in args.setting)  # by variable name, parsed and checked as `serve` does
+    s = Settings.from_env({k.upper(): v for k, v in overrides.items()}, env_file=None,
+                          host='127.0.0.1', port=args.port, openai_api_key='sk-bench', openai_base_url=args.cloud + '/v1',
+                          elevenlabs_api_key='xi-bench', elevenlabs_base_url=args.cloud, elevenlabs_voice_id='bench-voice',
+                          database_url=f'sqlite:///{args.db}', shutdown_timeout_s=5)  # the call store, as in production, in a scratch file
     app = create_app(s)
     app[SINK] = sink = BenchSink(app[SINK])
     app[BENCH_LAG], app[BENCH_SINK], app[BENCH_PROF], app[BENCH_GC] = LagMonitor(), sink, {}, GcWatch()
@@ -591,7 +591,7 @@ def main(args) -> int:
     cloud = subprocess.Popen(me + ['--role', 'cloud', '--port', str(cport), '--core', str(args.client_core), '--corpus', args.corpus,
                                    '--cloud-profile', args.cloud_profile], stdout=open(logs / 'cloud.log', 'w'), stderr=subprocess.STDOUT)
     server = subprocess.Popen(me + ['--role', 'server', '--port', str(sport), '--core', str(args.server_core), '--cloud', cloud_url]
-                              + [f'--call-setting={kv}' for kv in args.call_setting] + ['--db', str(logs / 'calls.sqlite3')],
+                              + [f'--setting={kv}' for kv in args.setting] + ['--db', str(logs / 'calls.sqlite3')],
                               stdout=open(logs / 'server.log', 'w'), stderr=subprocess.STDOUT)
     started = time.monotonic()
     try:
@@ -603,14 +603,14 @@ def main(args) -> int:
             try: p.wait(10)
             except subprocess.TimeoutExpired: p.kill(); p.wait()
     verdict = report(results, args)
-    out = dict(code=code_version(), call_settings=args.call_setting, steps=results, **verdict, lag_budget_ms=LAG_BUDGET_S * 1000, cloud_profile=args.cloud_profile,
+    out = dict(code=code_version(), settings=args.setting, steps=results, **verdict, lag_budget_ms=LAG_BUDGET_S * 1000, cloud_profile=args.cloud_profile,
                cores=dict(server=args.server_core, client_and_cloud=args.client_core), logs=str(logs), run_s=time.monotonic() - started,
                note='callers and fake cloud share one core; a step whose client side saturated says nothing about the server')
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(f'\nwrote {path}; process logs and the call store in {logs} ({time.monotonic() - started:.0f} s)')
-    return 0
+    return 0 if verdict['goal_200'] else 1
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -622,8 +622,8 @@ def parse_args(argv=None):
     ap.add_argument('--server-core', type=int, default=0)
     ap.add_argument('--client-core', type=int, default=1, help='core of the callers and the fake cloud')
     ap.add_argument('--profile-server', action='store_true', help='cProfile the server over each steady window (slows it: lag figures then invalid)')
-    ap.add_argument('--call-setting', action='append', default=[], metavar='NAME=VALUE',
-                    help="override a CallSettings field in the server, e.g. eager_ms=0 (repeatable)")
+    ap.add_argument('--setting', action='append', default=[], metavar='NAME=VALUE',
+                    help="a server setting by its variable name, e.g. EAGER_MS=0 (repeatable)")
     ap.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'capacity.json'))
     ap.add_argument('--role', choices=['main', 'server', 'cloud'], default='main', help=argparse.SUPPRESS)
     ap.add_argument('--port', type=int, default=0, help=argparse.SUPPRESS)

@@ -38,16 +38,16 @@ from aiohttp import web
 from elevenlabs.client import AsyncElevenLabs
 
 from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, read_audio, resample, ulaw_decode, ulaw_encode
-from artist_hotline.call import CallSettings
+from artist_hotline.calibrate import setting
 from artist_hotline.cloud import OpenAIChat, OpenAISTT
 from artist_hotline.fakecloud import Engines, get_profile, running_fake_cloud
 from artist_hotline.offline import ScriptedBrain, espeak_synth
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import LanguageModel, Providers, SpeechToText, TextToSpeech
 from artist_hotline.sentences import SentenceSplitter, clean_for_speech
-from artist_hotline.server import FINISHED, Settings, create_app
+from artist_hotline.server import FINISHED, create_app
+from artist_hotline.settings import CallSettings, Settings
 from artist_hotline.simulate import Hangup, dial, sim_result, voiced_span
-from artist_hotline.vad import DEFAULT_HANGOVER_MS
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = 'zero one two three four five six seven eight nine'.split()
@@ -148,12 +148,10 @@ class Mp3ThenConvertTTS(TextToSpeech):
             voice_id=self.voice_id, text=text, model_id=self.model, output_format='mp3_44100_128')])
         yield await asyncio.get_running_loop().run_in_executor(None, self.convert, mp3)
 
-class PrototypeSettings(Settings):
-    "Server settings whose calls behave like the prototype's."
-    def call_settings(self) -> CallSettings:
-        return CallSettings(vad='energy', vad_options=dict(threshold_db=PROTO_THRESHOLD_DB, voicing=None),
-                            hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20, split_sentences=False, eager_ms=0,
-                            idle_reprompt_s=self.idle_reprompt_s, idle_hangup_s=self.idle_hangup_s)
+def prototype_settings(**kw) -> Settings:
+    "Server settings whose calls behave like the prototype's: a fixed RMS threshold, a 2 s silence timer, the whole reply at once."
+    turn = setting('energy', energy_db=PROTO_THRESHOLD_DB, voicing=None, hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20, eager_ms=0)
+    return Settings(**kw, call=CallSettings(turn=turn, split_sentences=False, idle_reprompt_s=30, idle_hangup_s=60))
 
 
 # ---------------------------------------------------------------- one mode
@@ -164,12 +162,16 @@ async def start_server(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     return runner, f'http://127.0.0.1:{runner.addresses[0][1]}'
 
+def ours_settings(**kw) -> Settings:
+    "The server's own defaults, with a silent caller's reprompt and goodbye out of the way."
+    return Settings(**kw, call=CallSettings(idle_reprompt_s=30, idle_hangup_s=60))
+
 def build_app(mode: str, fc, persona, db: Path, client: str = 'http') -> web.Application:
     kw = dict(host='127.0.0.1', openai_api_key='sk-bench', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi-bench',
-              elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice', idle_reprompt_s=30, idle_hangup_s=60,
+              elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice',
               database_url=f'sqlite:///{db}')  # the call store, as in production, in a scratch file
-    if mode == 'ours': return create_app(Settings(**kw, provider_client=client), persona=persona)  # make_providers: the cloud adapters
-    s = PrototypeSettings(**kw)
+    if mode == 'ours': return create_app(ours_settings(**kw, provider_client=client), persona=persona)  # make_providers: the cloud adapters
+    s = prototype_settings(**kw)
     providers = Providers(OpenAISTT(s.stt_model, api_key=s.openai_api_key, base_url=s.openai_base_url),
                           WholeReply(OpenAIChat(s.llm_model, api_key=s.openai_api_key, base_url=s.openai_base_url)),
                           Mp3ThenConvertTTS(s.elevenlabs_voice_id, s.elevenlabs_api_key, s.elevenlabs_base_url))
@@ -206,12 +208,12 @@ async def run_call(url: str, app, clips: list[Clip], reply_timeout_s: float) -> 
                    latency_s=None if first is None else (first.start - stop) / SAMPLE_RATE,  # first bot frame at the caller
                    heard_s=turn.latency_s)  # first audible bot sample
         if call is not None:  # the server's record: the last reply turn whose speech started while this clip was being said
-            t0, t1 = wall - call.t0 - 0.05, walls[j + 1] - call.t0 if j + 1 < len(walls) else np.inf
+            t0, t1 = wall - call.clock.t0 - 0.05, walls[j + 1] - call.clock.t0 if j + 1 < len(walls) else np.inf
             mine = [r for r in records if r.speech_start is not None and t0 <= r.speech_start < t1]
             row['server_turns'] = len(mine)
             if mine:
                 r = mine[-1]
-                ref_end = wall + clips[j].span[1] / SAMPLE_RATE - call.t0  # the reference end of speech, on the call's clock
+                ref_end = wall + clips[j].span[1] / SAMPLE_RATE - call.clock.t0  # the reference end of speech, on the call's clock
                 row.update(outcome=r.outcome, reply=r.reply_text, endpoint_lag=_d(ref_end, r.endpoint),
                            **{k: _d(r.speech_end, getattr(r, k)) for k in STAGES if k != 'vad_tail'})  # seconds after the VAD's speech end
         rows.append(row)
@@ -257,7 +259,7 @@ STAGES = dict(vad_tail="VAD tail: the detector's end of speech after the referen
 
 def summarize(mode: str, rows: list[dict], misses: int, profile, settings: CallSettings) -> dict:
     "Percentiles of one mode, and where the time goes."
-    hang, eager = (settings.hangover_ms or DEFAULT_HANGOVER_MS) / 1000, getattr(settings, 'eager_ms', 0) / 1000
+    hang, eager = settings.turn.hangover_ms / 1000, settings.turn.eager_ms / 1000
     first_bytes = profile.stt_s + profile.first_token_s + profile.first_audio_s
     ok = [r for r in rows if r['latency_s'] is not None]
     for r in ok:
@@ -336,7 +338,7 @@ async def main(args) -> int:
     started, rows = time.monotonic(), {}
     for mode in args.modes:
         rows[mode] = await run_mode(mode, calls, profile, persona, args.reply_timeout, args.client)
-    summ = {m: summarize(m, *r, profile, (Settings() if m == 'ours' else PrototypeSettings()).call_settings()) for m, r in rows.items()}
+    summ = {m: summarize(m, *r, profile, (ours_settings() if m == 'ours' else prototype_settings()).call) for m, r in rows.items()}
     out = report(summ, profile)
     out.update(code=code_version(),
                profile=profile.__dict__, corpus=str(corpus), stt='known transcripts (fake cloud STT returns the text of the recording)',
@@ -347,7 +349,7 @@ async def main(args) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     print(f'\nwrote {path} ({time.monotonic() - started:.0f} s)')
-    return 0
+    return 0 if all(out.get('goals', {}).values()) else 1
 
 def code_version() -> dict:
     "Which code was measured: package version, git commit and whether the work tree had changes."

@@ -7,8 +7,8 @@ import pytest
 
 from artist_hotline.audio import SAMPLE_RATE
 from artist_hotline.calibrate import *
-from artist_hotline.vad import (DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS, DEFAULT_VOICING, DEFAULT_WEBRTC_MODE,
-                                Endpointer, WebRtcVAD)
+from artist_hotline.settings import TurnSettings
+from artist_hotline.vad import DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS, DEFAULT_VOICING, DEFAULT_WEBRTC_MODE, WebRtcVAD, turn_vad
 
 
 def test_read_lab_boundaries_and_regions(tmp_path):
@@ -62,8 +62,8 @@ def test_phone_signal_is_cached_and_8k(corpus):
 def test_decisions_from_features_equal_the_detector(corpus):
     sig = load_recording(corpus / 'ami/dev00.wav').pcm
     f = features(sig)
-    for th in [Thresholds(), PROTOTYPE, Thresholds('webrtc', 3, voicing=None), Thresholds('energy', energy_db=-45, voicing=0.75)]:
-        assert (th.decisions(f) == th.make_vad().decide(sig)).all(), th
+    for th in [setting(), PROTOTYPE, setting('webrtc', 3, voicing=None), setting('energy', energy_db=-45, voicing=0.75)]:
+        assert (decisions(th, f) == turn_vad(th).decide(sig)).all(), th
 
 
 def test_measure_counts_a_false_turn_in_noise():
@@ -71,7 +71,7 @@ def test_measure_counts_a_false_turn_in_noise():
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     buzz = (np.sign(np.sin(2 * np.pi * 150 * t)) * 8000 + rng.normal(0, 500, len(t))).astype(np.int16)  # voiced, loud
     rec = Recording('buzz', 'noise', np.r_[buzz, np.zeros(SAMPLE_RATE, np.int16)], speech=[])
-    m = measure(rec, Thresholds('energy', voicing=None))
+    m = measure(rec, setting('energy', voicing=None))
     assert m['false_turns'] == 1 and m['quiet_s'] == pytest.approx(2.0) and m['one_turn'] is None
     s = summarise([m])
     assert s['false_per_min'] == pytest.approx(30.0) and s['false_share'] == pytest.approx(0.5, abs=0.02)
@@ -81,7 +81,7 @@ def test_measure_latency_and_one_turn():
     speech = np.r_[np.zeros(SAMPLE_RATE, np.int16), (np.sign(np.sin(2 * np.pi * 150 * np.arange(8000) / 8000)) * 8000).astype(np.int16),
                    np.zeros(2 * SAMPLE_RATE, np.int16)]
     rec = Recording('tone', 'synthetic', speech, speech=[(1.0, 2.0)])
-    m = measure(rec, Thresholds('energy', voicing=None, hangover_ms=400))
+    m = measure(rec, setting('energy', voicing=None, hangover_ms=400))
     assert m['one_turn'] and m['false_turns'] == 0 and m['missed'] == 0
     assert m['latencies'] == [pytest.approx(0.4)]
     assert m['ttp'] == 50 and m['tfp'] == 0
@@ -90,45 +90,45 @@ def test_measure_latency_and_one_turn():
 def test_default_grid_starts_with_the_prototype():
     g = default_grid()
     assert g[0] == PROTOTYPE and PROTOTYPE.hangover_ms == 2000 and len(g) == len(set(map(repr, g)))
-    assert Thresholds() in g  # the defaults were among the candidates
+    assert TurnSettings() in g  # the defaults were among the candidates
 
 
-def test_thresholds_build_working_endpointers():
-    th = Thresholds()
-    ep = th.endpointer()
-    assert isinstance(ep, Endpointer) and isinstance(ep.vad, WebRtcVAD)
-    assert (ep.hangover_ms, ep.min_speech_ms, ep.vad.mode, ep.vad.voicing) == (DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS,
-                                                                              DEFAULT_WEBRTC_MODE, DEFAULT_VOICING)
-    assert Thresholds('energy', energy_db=-40, voicing=None).make_vad().threshold_db == -40
+def test_setting_is_the_turn_part_of_the_settings_tree():
+    th = setting()
+    assert th == TurnSettings() and isinstance(turn_vad(th), WebRtcVAD)
+    assert (th.hangover_ms, th.min_speech_ms, th.detector.webrtc_mode, th.voicing.threshold) == (DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS,
+                                                                                               DEFAULT_WEBRTC_MODE, DEFAULT_VOICING)
+    assert turn_vad(setting('energy', energy_db=-40, voicing=None)).threshold_db == -40
+    assert turn_vad(setting('energy', voicing=None)).voicing is None
 
 
 def test_calibrate_returns_sane_thresholds(corpus):
     recs = corpus_recordings(corpus)
     pick = [r for r in recs if r.group == 'librivox'] + [r for r in recs if r.group == 'fsdd'][::6] + \
            [r for r in recs if r.group.startswith('noise')]
-    th = calibrate(pick, progress=False)
-    assert th.vad in ('webrtc', 'energy') and th.webrtc_mode in range(4)
+    c = calibrate(pick, progress=False)
+    th = c.turn
     assert 300 <= th.hangover_ms <= 500 and 60 <= th.min_speech_ms <= 150
-    assert th.voicing is not None  # without the gate the noise files produce false turns
-    m = th.metrics
+    assert th.gated  # without the gate the noise files produce false turns
+    m = c.metrics
     assert m['all']['false_per_min'] <= 1.0 and m['all']['latency_p90'] <= 0.6 and m['all']['missed'] == 0
     assert m['noise:doing_the_dishes']['false_per_min'] == 0 and m['librivox']['f1_turn'] >= 0.9
-    assert m['meets_goals'] == (m['missed_goals'] == [])
+    assert c.meets_goals == (c.missed == [])
 
 
 def test_calibrate_on_files_with_sibling_labels(corpus):
     files = sorted((corpus / 'librivox').glob('*.wav')) + [corpus / 'noise/exercise_bike.wav']
-    th = calibrate(files, grid=[PROTOTYPE, Thresholds(voicing=None), Thresholds()], progress=False)
-    assert th == Thresholds() and th.metrics['meets_goals'], th.metrics['missed_goals']
+    c = calibrate(files, grid=[PROTOTYPE, setting(voicing=None), setting()], progress=False)
+    assert c.turn == TurnSettings() and c.meets_goals, c.missed
     with pytest.raises(ValueError): calibrate([])
 
 
 def test_calibrate_report_writes_table_and_plots(corpus, tmp_path, capsys):
-    grid = [PROTOTYPE, Thresholds(voicing=None), Thresholds(), Thresholds('energy', voicing=None, hangover_ms=400)]
-    report = calibrate_report(corpus, tmp_path, grid=grid, progress=False)
+    grid = [PROTOTYPE, setting(voicing=None), setting(), setting('energy', voicing=None, hangover_ms=400)]
+    report = calibrate_report(corpus, tmp_path, grid=grid, progress=False).summary
     assert isinstance(report, pd.DataFrame) and report.role.iloc[0] == 'prototype'
     assert 'chosen' in report.role.values
-    for name in ('levels.png', 'frame_pr.png', 'tradeoff.png', 'calibration_grid.csv', 'calibration_summary.csv'):
+    for name in ('levels.png', 'frame_pr.png', 'tradeoff.png', 'calibration_grid.csv', 'calibration_summary.csv', 'recordings.csv'):
         assert (tmp_path / name).stat().st_size > 1000, name
     assert 'chosen:' in capsys.readouterr().out
     proto = report.set_index('role').loc['prototype']
@@ -137,9 +137,10 @@ def test_calibrate_report_writes_table_and_plots(corpus, tmp_path, capsys):
 
 def test_full_grid_chooses_the_defaults(corpus, tmp_path):
     "The constants in artist_hotline.vad are what the calibration chooses on the corpus."
-    report = calibrate_report(corpus, tmp_path, progress=False, show=False).set_index('role')
+    rep = calibrate_report(corpus, tmp_path, progress=False, show=False)
+    report = rep.summary.set_index('role')
     chosen = report.loc['chosen']
-    assert chosen['detector'] == Thresholds().detector
+    assert rep.chosen.turn == TurnSettings() and chosen['detector'] == TurnSettings().label
     assert (chosen['hangover ms'], chosen['min speech ms']) == (DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS)
     assert chosen['false/min doing_the_dishes'] == 0 and chosen['false/min exercise_bike'] == 0
     assert chosen['one turn fsdd'] == 1.0 and chosen['end s p90 librivox'] <= 0.6 and chosen['end s p90 fsdd'] <= 0.6

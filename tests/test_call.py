@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from artist_hotline.audio import frames, payload_to_ulaw, ulaw_encode
-from artist_hotline.call import Call, CallSettings
+from artist_hotline.call import Call
+from artist_hotline.settings import CallSettings, TurnSettings
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, LanguageModel, ProviderError, Providers, TextToSpeech, ToneTTS
 from artist_hotline.twilio import Mark, Media, Start, Stop
@@ -75,7 +76,7 @@ class LengthSTT(EchoSTT):
 
 async def test_answer_started_in_a_pause_is_dropped_when_the_caller_goes_on():
     llm = CannedLLM('Right.')
-    call, tw = make_call(llm=llm, eager_ms=100)
+    call, tw = make_call(llm=llm, turn=TurnSettings(eager_ms=100))
     call.providers.stt = LengthSTT()
     runner = asyncio.create_task(call.run())
     # 0.6 s of speech, a 0.3 s pause (longer than eager_ms plus the detector's own tail, shorter than the hangover), 0.6 s more
@@ -91,7 +92,7 @@ async def test_answer_started_in_a_pause_is_dropped_when_the_caller_goes_on():
 
 
 async def test_without_eager_answering_the_transcript_follows_the_endpoint():
-    call, tw = make_call(['hello'], eager_ms=0)
+    call, tw = make_call(['hello'], turn=TurnSettings(eager_ms=0))
     runner = asyncio.create_task(call.run())
     await talk(call, np.r_[voiced(0.8), silence(0.8)], 0.001)
     await until(lambda: len(call.turns) == 2)
@@ -116,7 +117,7 @@ class ThreeSentences(LanguageModel):
 async def start_reply(call, tw):
     "Greeting played, then one caller turn whose reply is being spoken with no marks echoed."
     runner = asyncio.create_task(call.run())
-    await until(lambda: call._reply is not None and call._reply.done())
+    await until(lambda: call._reply is not None and not call._reply.running)
     for name in tw.marks(): call.feed(Mark('MZ1', name))
     greeting = len(tw.marks())
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
@@ -128,7 +129,7 @@ async def test_barge_in_clears_cancels_and_trims_history():
     llm = ThreeSentences()
     call, tw = make_call(['tell me about art'], llm, echo=False)
     runner, marks = await start_reply(call, tw)
-    await until(lambda: call._reply.done())  # all three sentences are buffered at Twilio
+    await until(lambda: not call._reply.running)  # all three sentences are buffered at Twilio
     call.feed(Mark('MZ1', marks[0]))  # the first sentence of the reply played
     await talk(call, voiced(0.6, 2), 0.001)  # the caller talks over the rest
     await until(lambda: 'clear' in tw.events())
@@ -182,7 +183,7 @@ class Flaky(LanguageModel):
 @pytest.mark.parametrize('how', ['error', 'hang'])
 async def test_provider_failure_gives_fallback_then_recovers(how):
     llm = Flaky(2, how)
-    call, tw = make_call(['first', 'second'], llm, llm_first_timeout_s=0.2)
+    call, tw = make_call(['first', 'second'], llm, llm_timeout_s=0.2)
     runner = asyncio.create_task(call.run())
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 2)

@@ -7,7 +7,8 @@ import soundfile as sf
 
 from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
-from artist_hotline.server import FINISHED, STORE, Settings, create_app
+from artist_hotline.server import FINISHED, STORE, create_app
+from artist_hotline.settings import CallSettings, Settings
 from conftest import voiced
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call
 from test_callsweb import CHROMIUM, chromium
@@ -159,7 +160,7 @@ async def test_sms_failure_is_recorded_and_harmless(hotline, twilio_rest):
 async def test_rest_hangup_when_credentials_exist(hotline, twilio_rest):
     rest, api = twilio_rest
     app, base, _ = await hotline(twilio_account_sid='AC' + '1' * 32, twilio_auth_token='rest-token', twilio_api_base=api,
-                                 idle_reprompt_s=0.4, idle_hangup_s=1.0)
+                                 call=CallSettings(idle_reprompt_s=0.4, idle_hangup_s=1.0))
     stream = await dial(base, 'rest-token', speed=0)
     with pytest.raises(Hangup):
         for _ in range(500): await stream.fill(0.02, waiting=True)

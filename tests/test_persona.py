@@ -1,5 +1,5 @@
 "Tests for artist_hotline.persona: the default persona, TOML loading and its errors, and the bounded conversation memory."
-import re
+import os, re
 from pathlib import Path
 import pytest
 from artist_hotline.persona import (DEFAULT_PERSONA, DEFAULT_PERSONA_TOML, INTERRUPTED, Memory, Persona, PersonaError, ScriptRule,
@@ -191,15 +191,13 @@ def test_list_personas(pdir, tmp_path):
     assert list_personas([tmp_path / 'missing']) == ['synthetic-jason']
 
 
-def test_personas_dir_env(pdir, monkeypatch):
-    monkeypatch.setenv('PERSONAS_DIR', str(pdir))
-    assert persona_dirs() == [pdir]
-    assert load_persona('ada').name == 'Ada'
-    assert 'ada' in list_personas()
+def test_personas_dir_setting(pdir, tmp_path):
+    assert persona_dirs(f'{pdir}{os.pathsep}{tmp_path}') == [pdir, tmp_path]
+    assert load_persona('ada', dirs=persona_dirs(str(pdir))).name == 'Ada'
+    assert 'ada' in list_personas(persona_dirs(str(pdir)))
 
 
 def test_default_dir_is_cwd_personas(monkeypatch, tmp_path):
-    monkeypatch.delenv('PERSONAS_DIR', raising=False)
     work = tmp_path / 'work'
     (work / 'personas').mkdir(parents=True)
     (work / 'personas' / 'ada.toml').write_text(MINI)

@@ -7,7 +7,8 @@ from artist_hotline.fakecloud import Engines, default_engines, running_fake_clou
 from artist_hotline.offline import ScriptedBrain, espeak_synth
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import EchoSTT
-from artist_hotline.server import FINISHED, Settings, create_app
+from artist_hotline.server import FINISHED, create_app
+from artist_hotline.settings import CallSettings, Settings
 from conftest import voiced
 from artist_hotline.simulate import Step, dial, simulate_call
 
@@ -94,7 +95,7 @@ async def talk_turns(fc, base, faults=None):
                                            ('stt', 'error'), ('stt', 'hang'), ('tts', 'error'), ('tts', 'drop'), ('tts', 'stall')])
 async def test_provider_failure_gives_fallback_and_next_turn_works(cloud_call, endpoint, kind):
     fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'],
-                                     llm_timeout_s=1.0, stt_timeout_s=1.0, tts_timeout_s=1.0)
+                                     call=CallSettings(llm_timeout_s=1.0, stt_timeout_s=1.0, tts_timeout_s=1.0, tts_gap_timeout_s=1.0, llm_gap_timeout_s=1.0))
     heard = await talk_turns(fc, base, (endpoint, kind))
     call = app[FINISHED][-1]
     failed, ok = call.turns[1], call.turns[2]

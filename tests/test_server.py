@@ -5,7 +5,8 @@ from aiohttp import WSServerHandshakeError
 from twilio.request_validator import RequestValidator
 
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
-from artist_hotline.server import Settings, create_app, FINISHED, CALLS, STATS
+from artist_hotline.server import create_app, FINISHED, CALLS, STATS
+from artist_hotline.settings import CallSettings, Settings
 from conftest import voiced
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call, twilio_signature
 
@@ -131,7 +132,7 @@ async def test_malformed_flood_leaves_call_working(hotline):
 
 
 async def test_idle_reprompt_then_hangup(hotline):
-    server, app, base = await hotline(idle_reprompt_s=0.6, idle_hangup_s=1.6)
+    server, app, base = await hotline(call=CallSettings(idle_reprompt_s=0.6, idle_hangup_s=1.6))
     stream = await dial(base, speed=0)
     with pytest.raises(Hangup):
         for _ in range(400): await stream.fill(0.02, waiting=True)
@@ -155,14 +156,6 @@ async def test_shutdown_with_call_open_says_goodbye(hotline):
     assert call.turns[-1].kind == 'goodbye' and call.end_reason == 'server shutting down'
     assert call.ended.is_set() and stream.ended_by == 'server'
     assert len(stream.playback.audio) > heard_before  # the caller heard the goodbye
-
-
-def test_env_example_documents_every_setting():
-    from dataclasses import fields
-    from pathlib import Path
-    env = Path(__file__).resolve().parents[1] / '.env.example'
-    names = {l.split('=')[0] for l in env.read_text().splitlines() if l and not l.startswith('#')}
-    assert names == {f.name.upper() for f in fields(Settings)} | {'PERSONAS_DIR'}
 
 
 def test_serve_runs_on_uvloop_and_freezes_start_up(tmp_path):
@@ -189,3 +182,32 @@ def test_serve_runs_on_uvloop_and_freezes_start_up(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+async def test_a_cloud_that_cannot_work_is_reported_at_start(aiohttp_client, tmp_path):
+    "A key without a voice, or an unreachable base URL: /health says degraded and why, and speech stays offline."
+    db = f'sqlite:///{tmp_path}/calls.sqlite3'
+    app = create_app(Settings(elevenlabs_api_key='xi-key', openai_api_key='sk-key', openai_base_url='http://127.0.0.1:9/v1',
+                              llm_provider='openai', stt_provider='pocketsphinx', database_url=db))
+    client = await aiohttp_client(app)
+    h = await (await client.get('/health')).json()
+    assert h['status'] == 'degraded' and h['providers']['tts'] == 'espeak-ng' and h['providers']['llm'] == 'openai:gpt-4o-mini'
+    assert any('no voice id' in p for p in h['problems']) and any('127.0.0.1:9' in p and 'unreachable' in p for p in h['problems'])
+    assert any('speech falls back to espeak-ng' in p for p in h['problems'])
+
+
+async def test_working_cloud_is_ok_and_an_unknown_voice_is_not(aiohttp_client, tmp_path):
+    from artist_hotline.fakecloud import Engines, running_fake_cloud
+    from artist_hotline.offline import ScriptedBrain, espeak_synth
+    from artist_hotline.persona import load_persona
+    async with running_fake_cloud('instant', engines=Engines(EchoSTT(), ScriptedBrain(load_persona()), espeak_synth)) as fc:
+        kw = dict(openai_api_key='sk', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi', elevenlabs_base_url=fc.elevenlabs_base_url,
+                  database_url=f'sqlite:///{tmp_path}/calls.sqlite3')
+        fc.voices.only({'voice-1'})
+        good = await aiohttp_client(create_app(Settings(**kw, elevenlabs_voice_id='voice-1')))
+        h = await (await good.get('/health')).json()
+        assert (h['status'], h['problems'], h['providers']['tts']) == ('ok', [], 'elevenlabs:eleven_flash_v2_5')
+        bad = await aiohttp_client(create_app(Settings(**kw | dict(database_url=f'sqlite:///{tmp_path}/b.sqlite3'), elevenlabs_voice_id='gone')))
+        h = await (await bad.get('/health')).json()
+        assert h['status'] == 'degraded' and h['problems'] == [
+            f'elevenlabs: HTTP 404 from {fc.elevenlabs_base_url}/v1/voices/gone: A voice with voice_id gone was not found.']

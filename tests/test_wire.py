@@ -8,7 +8,7 @@ from artist_hotline.cloud import ElevenLabsTTS, OpenAIChat, OpenAISTT
 from artist_hotline.fakecloud import FAULT_KINDS, Engines, default_engines, running_fake_cloud
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import EchoSTT, LanguageModel, ProviderError, SpeechToText
-from artist_hotline.wire import HttpElevenLabsTTS, HttpOpenAIChat, HttpOpenAISTT
+from artist_hotline.wire import HttpElevenLabsTTS, HttpOpenAIChat, HttpOpenAISTT, check_elevenlabs, check_openai
 
 VOLATILE = ('at', 'due_s', 'audio_s')  # when it arrived, and eSpeak's length, which varies by a few samples
 
@@ -102,20 +102,25 @@ async def test_concurrent_requests_share_the_session(engines, cloud):
 
 
 def test_missing_keys_are_provider_errors(monkeypatch):
-    monkeypatch.delenv('OPENAI_API_KEY', raising=False)
-    monkeypatch.delenv('ELEVENLABS_API_KEY', raising=False)
-    for make, env in ((HttpOpenAISTT, 'OPENAI_API_KEY'), (HttpOpenAIChat, 'OPENAI_API_KEY'), (lambda: HttpElevenLabsTTS('v'), 'ELEVENLABS_API_KEY')):
-        with pytest.raises(ProviderError, match=env): make()
+    monkeypatch.setenv('OPENAI_API_KEY', 'from-the-environment')  # never read: keys come from the settings
+    monkeypatch.setenv('ELEVENLABS_API_KEY', 'from-the-environment')
+    for make in (HttpOpenAISTT, HttpOpenAIChat, lambda: HttpElevenLabsTTS('v')):
+        with pytest.raises(ProviderError, match='no API key given'): make()
 
 
-async def test_base_urls_and_keys_from_the_environment(cloud, monkeypatch):
-    monkeypatch.setenv('OPENAI_BASE_URL', cloud.openai_base_url)
-    monkeypatch.setenv('OPENAI_API_KEY', 'fake')
-    monkeypatch.setenv('ELEVENLABS_BASE_URL', cloud.elevenlabs_base_url)
-    monkeypatch.setenv('ELEVENLABS_API_KEY', 'fake')
-    llm, tts = HttpOpenAIChat(), HttpElevenLabsTTS('v')
-    assert await use(llm, None) and await use(tts, None)
-    await llm.aclose(); await tts.aclose()
+async def test_default_base_urls_are_the_services(monkeypatch):
+    monkeypatch.setenv('OPENAI_BASE_URL', 'http://127.0.0.1:9/v1')  # never read
+    assert HttpOpenAIChat(api_key='k').base_url == 'https://api.openai.com/v1'
+    assert HttpElevenLabsTTS('v', api_key='k').base_url == 'https://api.elevenlabs.io'
+
+
+async def test_start_up_checks(cloud):
+    assert await check_openai('fake', cloud.openai_base_url) is None
+    assert await check_elevenlabs('fake', 'voice-1', cloud.elevenlabs_base_url) is None
+    cloud.voices.only({'voice-1'})
+    assert 'HTTP 404' in await check_elevenlabs('fake', 'unknown', cloud.elevenlabs_base_url)
+    assert 'no voice id' in await check_elevenlabs('fake', '', cloud.elevenlabs_base_url)
+    assert 'unreachable' in await check_openai('fake', 'http://127.0.0.1:9/v1', timeout=1)
 
 
 async def test_unreachable_service_is_a_connection_failure():
