@@ -38,7 +38,6 @@ from aiohttp import web
 from elevenlabs.client import AsyncElevenLabs
 
 from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, read_audio, resample, ulaw_decode, ulaw_encode
-from artist_hotline.calibrate import setting
 from artist_hotline.cloud import OpenAIChat, OpenAISTT
 from artist_hotline.fakecloud import Engines, get_profile, running_fake_cloud
 from artist_hotline.offline import ScriptedBrain, espeak_synth
@@ -46,7 +45,7 @@ from artist_hotline.persona import load_persona
 from artist_hotline.providers import LanguageModel, Providers, SpeechToText, TextToSpeech
 from artist_hotline.sentences import SentenceSplitter, clean_for_speech
 from artist_hotline.server import FINISHED, create_app
-from artist_hotline.settings import CallSettings, Settings
+from artist_hotline.settings import CallSettings, DetectorSettings, Settings, TurnSettings, VoicingSettings
 from artist_hotline.simulate import Hangup, dial, sim_result, voiced_span
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +149,8 @@ class Mp3ThenConvertTTS(TextToSpeech):
 
 def prototype_settings(**kw) -> Settings:
     "Server settings whose calls behave like the prototype's: a fixed RMS threshold, a 2 s silence timer, the whole reply at once."
-    turn = setting('energy', energy_db=PROTO_THRESHOLD_DB, voicing=None, hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20, eager_ms=0)
+    turn = TurnSettings(detector=DetectorSettings(kind='energy', energy_db=PROTO_THRESHOLD_DB), voicing=VoicingSettings(threshold=0),
+                        hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20, eager_ms=0)
     return Settings(**kw, call=CallSettings(turn=turn, split_sentences=False, idle_reprompt_s=30, idle_hangup_s=60))
 
 
