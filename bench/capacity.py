@@ -135,6 +135,11 @@ class BenchSink(CallSink):
         self.events.append((call.clock.t0, kind))
         await self.inner.event(call, kind, detail)
     async def end_call(self, sid, **kw): await self.inner.end_call(sid, **kw)
+    async def close_call(self, sid, outcome='completed'): await self.inner.close_call(sid, outcome)
+    async def open(self): await self.inner.open()
+    async def close(self, timeout=10.): await self.inner.close(timeout)
+    pending = property(lambda self: self.inner.pending)
+    last_error = property(lambda self: self.inner.last_error)
 
 BENCH_LAG, BENCH_SINK, BENCH_PROF = web.AppKey('bench_lag', LagMonitor), web.AppKey('bench_sink', BenchSink), web.AppKey('bench_prof', dict)
 BENCH_GC = web.AppKey('bench_gc', GcWatch)

@@ -1,5 +1,5 @@
 "Shared pytest fixtures and helpers: the real corpus (skipped cleanly when absent), databases, synthetic voice."
-import os, uuid
+import asyncio, os, uuid
 from pathlib import Path
 import numpy as np
 import pytest
@@ -34,13 +34,11 @@ def pg_reachable() -> bool:
     return _pg_ok
 
 
-@pytest.fixture(params=['sqlite', 'postgresql'])
-def db_url(request, tmp_path):
-    "A fresh database: a SQLite file, or a PostgreSQL schema of its own (dropped afterwards) so parallel runs never meet."
-    if request.param == 'sqlite':
-        yield f'sqlite:///{tmp_path}/calls.sqlite3'
-        return
-    if not pg_reachable(): pytest.skip(f'PostgreSQL not reachable at {PG}')
+def _pg_schema():
+    "A fresh PostgreSQL schema's URL, dropped afterwards (parallel runs never meet); skips without PostgreSQL, or fails where it is required."
+    if not pg_reachable():
+        if os.environ.get('REQUIRE_POSTGRES'): pytest.fail(f'PostgreSQL is required here (REQUIRE_POSTGRES) and not reachable at {PG}')
+        pytest.skip(f'PostgreSQL not reachable at {PG}')
     import psycopg
     schema = f'test_{os.getpid()}_{uuid.uuid4().hex[:10]}'
     with psycopg.connect(PG, autocommit=True) as c: c.execute(f'CREATE SCHEMA {schema}')
@@ -49,9 +47,63 @@ def db_url(request, tmp_path):
         with psycopg.connect(PG, autocommit=True) as c: c.execute(f'DROP SCHEMA {schema} CASCADE')
 
 
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def db_url(request, tmp_path):
+    "A fresh database: a SQLite file, or a PostgreSQL schema of its own."
+    if request.param == 'sqlite': yield f'sqlite:///{tmp_path}/calls.sqlite3'
+    else: yield from _pg_schema()
+
+
+@pytest.fixture
+def pg_url():
+    "A fresh PostgreSQL schema of its own."
+    yield from _pg_schema()
+
+
 def voiced(seconds: float, seed: int = 0) -> np.ndarray:
     "A vowel-like voiced signal with a syllable rhythm (8 kHz int16): both detectors take it for speech."
     rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
     phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
     x = sum(np.sin(k * phase + rng.uniform(0, 6.28)) / k for k in range(1, 20))
     return (4000 * x * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+
+
+class FlakyProxy:
+    "A TCP proxy in front of a server (PostgreSQL, say) that can be made to stall or to drop every connection."
+    def __init__(self, port: int, host: str = '127.0.0.1'):
+        self.target, self.mode, self.server, self.pipes, self.writers = (host, port), 'pass', None, set(), set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, '127.0.0.1', 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _client(self, reader, writer):
+        if self.mode == 'down': writer.close(); return
+        try: up_r, up_w = await asyncio.open_connection(*self.target)
+        except OSError: writer.close(); return
+        async def pipe(r, w):
+            try:
+                while data := await r.read(65536):
+                    while self.mode == 'stall': await asyncio.sleep(0.05)  # hold the bytes: a database that stopped answering
+                    if self.mode == 'down': break
+                    w.write(data); await w.drain()
+            except (ConnectionError, OSError): pass
+            finally: w.close()
+        for t in (asyncio.create_task(pipe(reader, up_w)), asyncio.create_task(pipe(up_r, writer))):
+            self.pipes.add(t); t.add_done_callback(self.pipes.discard)
+        self.writers |= {writer, up_w}
+
+    def down(self):
+        "Drop every connection and refuse new ones (a database restart)."
+        self.mode = 'down'
+        for w in self.writers: w.close()
+        self.writers = set()
+
+    def stall(self): self.mode = 'stall'
+    def up(self): self.mode = 'pass'
+
+    async def close(self):
+        self.down()
+        self.server.close()
+        for t in list(self.pipes): t.cancel()
+        await asyncio.gather(*self.pipes, return_exceptions=True)

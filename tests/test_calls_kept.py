@@ -70,7 +70,7 @@ async def test_calls_api_needs_the_token(hotline):
         assert [c['sid'] for c in listing['calls']] == [sim.call_sid]
         detail = await (await http.get(f'{base}/calls/{sim.call_sid}', headers=auth)).json()
         assert [t['kind'] for t in detail['turns']][-1] == 'reply' and detail['events'] is not None
-        wav = await http.get(f'{base}/calls/{sim.call_sid}/recording.wav?token={UI_TOKEN}')
+        wav = await http.get(f'{base}/calls/{sim.call_sid}/recording.wav', headers={'Authorization': f'Bearer {UI_TOKEN}'})
         assert wav.status == 200 and (await wav.read())[:4] == b'RIFF'
 
 
@@ -178,4 +178,4 @@ async def test_calls_page_in_chromium_lists_a_simulated_call(hotline):
     await asyncio.sleep(0.2)
     dom = await chromium(f'{base}/calls/ui?token={UI_TOKEN}', '--dump-dom')
     assert sim.call_sid in dom and 'i paint boats' in dom
-    assert f'/calls/{sim.call_sid}/recording.wav?token={UI_TOKEN}' in dom.replace('&amp;', '&')
+    assert f'/calls/{sim.call_sid}/recording.wav"' in dom.replace('&amp;', '&')

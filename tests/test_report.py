@@ -32,8 +32,7 @@ def reply(i, start, stt=0.4, llm=0.35, tts=0.3, **kw):
 
 async def fill(db_url):
     "Three calls on two days, written through the sink: replies, a barge-in, a fallback, noise, and one call in progress."
-    async with Store(db_url) as store:
-        sink = StoreSink(store)
+    async with Store(db_url) as store, StoreSink(store) as sink:
         t0 = utcnow().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
         plan = {'CA1': (t0, [reply(2, 3), reply(3, 12, stt=0.6), reply(4, 20, interrupted=True, outcome='barge_in', heard_text='An answer')], 60),
                 'CA2': (t0 + timedelta(days=1), [reply(2, 3, llm=0.9), reply(3, 10, outcome='fallback', error='llm: nothing for 8 s', first_token=None,
@@ -47,7 +46,7 @@ async def fill(db_url):
                                              first_sent=0.2, chars_out=15, audio_out_s=1.5, tts='elevenlabs:eleven_flash_v2_5'))
             for r in recs: await sink.turn(call, r)
             if dur is not None: await sink.end_call(sid, start + timedelta(seconds=dur), 'caller hung up')
-        assert sink.failures == 0
+        assert await sink.flush() and sink.failures == 0
 
 
 async def test_load_with_derived_latencies(db_url):

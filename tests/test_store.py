@@ -25,7 +25,7 @@ def test_database_url():
     assert database_url('') == 'sqlite:///calls.sqlite3'
     assert database_url('postgresql://u@h/db') == 'postgresql+psycopg://u@h/db'
     assert database_url('postgres://u@h/db') == 'postgresql+psycopg://u@h/db'
-    assert database_url('x.sqlite3') == 'sqlite:///x.sqlite3'
+    with pytest.raises(ValueError, match='not a database URL'): database_url('x.sqlite3')
     assert 'secret' not in repr(Store('postgresql://u:secret@h/db'))
 
 
@@ -64,18 +64,19 @@ async def test_turn_written_pending_then_updated(store):
 
 async def test_sink_keeps_the_order_of_writes(store):
     "Many updates of one turn issued at once land in issue order, whatever the pool's threads do."
-    sink = StoreSink(store)
     call = type('FakeCall', (), dict(sid='CA7', caller='+15550000007', stream_sid='MZ7', dtmf='',
                                      persona=load_persona(), now=lambda self: 1.0))()
     rec = TurnRecord(1, caller_text='hi')
-    tasks = []
-    for i in range(30):
-        rec.reply_text = f'version {i}'
-        rec.outcome = 'pending' if i < 29 else 'replied'
-        tasks.append(asyncio.create_task(sink.turn(call, rec)))
-        tasks.append(asyncio.create_task(sink.event(call, 'tick', {'i': i})))
-        await asyncio.sleep(0)  # let the task snapshot this version
-    await asyncio.gather(*tasks)
+    async with StoreSink(store, batch=7) as sink:  # small batches: the order must hold across them
+        tasks = []
+        for i in range(30):
+            rec.reply_text = f'version {i}'
+            rec.outcome = 'pending' if i < 29 else 'replied'
+            tasks.append(asyncio.create_task(sink.turn(call, rec)))
+            tasks.append(asyncio.create_task(sink.event(call, 'tick', {'i': i})))
+            await asyncio.sleep(0)  # let the task snapshot this version
+        await asyncio.gather(*tasks)
+        assert await sink.flush()
     c = await store.get_call('CA7')
     assert (c['turns'][0]['reply_text'], c['turns'][0]['outcome']) == ('version 29', 'replied')
     assert [e['detail']['i'] for e in c['events']] == list(range(30))
@@ -87,10 +88,10 @@ async def test_call_started_at_the_webhook_gets_its_stream_sid_from_the_sink(sto
     assert await store.open_calls() == 1
     call = type('FakeCall', (), dict(sid='CA8', caller='+15550000008', stream_sid='MZ8', dtmf='',
                                      persona=load_persona(), now=lambda self: 1.0))()
-    await StoreSink(store).turn(call, TurnRecord(1, kind='greeting'))
+    async with StoreSink(store) as sink: await sink.turn(call, TurnRecord(1, kind='greeting'))
     c = await store.get_call('CA8')
     assert (c['stream_sid'], c['persona'], len(c['turns'])) == ('MZ8', 'Synthetic Jason', 1)
-    await store.start_call('CA8', '+15550000008', 'Other', replace=False)  # keeps what is there
+    await store.start_call('CA8', '+15550000008', 'Other')  # keeps what is there
     assert (await store.get_call('CA8'))['persona'] == 'Synthetic Jason'
 
 
@@ -111,6 +112,7 @@ def speechlike(seconds, seed=0):
 
 async def test_a_conversation_through_the_sink(store):
     sink = StoreSink(store)
+    await sink.open()
     async def send(frame):
         d = json.loads(frame)
         if d['event'] == 'mark': asyncio.get_running_loop().call_soon(call.feed, Mark('MZ1', d['mark']['name']))
@@ -125,6 +127,7 @@ async def test_a_conversation_through_the_sink(store):
     call._event('dtmf', digit='5'); call.dtmf = '5'
     await call.close('test over'); await runner
     await sink.end_call(call.sid, outcome=call.end_reason, summary=plain_summary(call.turns), recording='/tmp/CA42.wav')
+    await sink.close()
     c = await store.get_call('CA42')
     assert [(t['kind'], t['outcome']) for t in c['turns']] == [('greeting', 'replied'), ('reply', 'replied'), ('reply', 'replied')]
     assert [t['caller_text'] for t in c['turns']] == ['', 'hello who is this', 'i make pots']
@@ -143,10 +146,12 @@ CRASHER = textwrap.dedent('''
     async def main():
         store = await Store(sys.argv[1]).open()
         sink = StoreSink(store)
+        await sink.open()
         await sink.start_call('CA666', '+15550000666', 'Synthetic Jason')
         call = type('C', (), dict(sid='CA666'))()
         await sink.turn(call, TurnRecord(1, kind='greeting', reply_text='Hi', heard_text='Hi', outcome='replied', first_sent=0.1))
         await sink.turn(call, TurnRecord(2, caller_text='can you hear me', speech_end=3.1, endpoint=3.5, transcript=3.8))
+        await sink.flush()
         print('written', flush=True)
         time.sleep(60)
     asyncio.run(main())
@@ -176,13 +181,14 @@ async def test_counts_are_shared_between_replicas(db_url):
         await b.start_call('CA2', '+15550000001')
         await a.start_call('CA3', '+15550000002')
         await b.start_call('CA0', '+15550000001', started_at=utcnow() - timedelta(hours=1, minutes=1))
-        await a.start_call('CAold', '+15550000003', started_at=utcnow() - timedelta(hours=5))  # crashed long ago: not open
-        assert await a.calls_in_last_hour('+15550000001') == await b.calls_in_last_hour('+15550000001') == 2
-        assert await b.open_calls() == 4
+        await a.start_call('CAold', '+15550000003', started_at=utcnow() - timedelta(hours=5))  # crashed long ago
+        assert await a.calls_in_last_hour('+1 555 000 0001') == await b.calls_in_last_hour('+15550000001') == 2
+        assert await b.open_calls() == 5
+        assert await a.heartbeat('A') == {'no stream': 2}  # CA0 and CAold: their streams never came
         await a.end_call('CA1', outcome='caller hung up')
-        assert await b.open_calls() == 3
-        await b.refuse('+15550000001', 'too many calls this hour')
-        assert [(r['caller'], r['reason']) for r in await a.refusals()] == [('+15550000001', 'too many calls this hour')]
+        assert await b.open_calls() == 2
+        assert (await b.admit('CA9', '+15550000001', per_hour=2)).reason == 'caller over the hourly limit'
+        assert [(r['caller'], r['reason']) for r in await a.refusals()] == [('+15550000001', 'caller over the hourly limit')]
     finally:
         await a.close(); await b.close()
 
@@ -218,13 +224,14 @@ async def test_list_and_get(store):
     assert await store.update_call('CA4', recording='/x.wav') and not await store.update_call('CAnope', recording='/x.wav')
 
 
-async def test_sink_logs_database_errors_instead_of_raising(store):
-    sink = StoreSink(store)
+async def test_a_write_the_database_refuses_is_set_aside_the_others_land(store):
     await store._tx(lambda c: c.exec_driver_sql('DROP TABLE events'))
     call = type('C', (), dict(sid='CA1', caller='+1555', stream_sid='', dtmf='', persona=load_persona(), now=lambda self: 0.0))()
-    await sink.event(call, 'barge_in', {})
-    await sink.turn(call, TurnRecord(1))
-    assert sink.failures == 1 and await store._tx(lambda c: c.exec_driver_sql('SELECT idx FROM turns').scalar()) == 1
+    async with StoreSink(store) as sink:
+        await sink.event(call, 'barge_in', {})
+        await sink.turn(call, TurnRecord(1))
+        assert await sink.flush()
+    assert sink.dropped == 1 and await store._tx(lambda c: c.exec_driver_sql('SELECT idx FROM turns').scalar()) == 1
 
 
 def test_helpers():
