@@ -4,6 +4,7 @@ Run from the repository root (about 2 minutes):
 
     .venv/bin/python bench/latency.py
     .venv/bin/python bench/latency.py --digits 10 --modes ours      # shorter
+    .venv/bin/python bench/latency.py --modes ours --setting STT_STREAMING=false   # A/B a setting
 
 Needs the real corpus at ../shared/corpus (or --corpus DIR). For each mode a hotline server, a fake
 OpenAI + ElevenLabs (`typical` latency profile) and a simulated Twilio caller run in this process on
@@ -11,18 +12,23 @@ OpenAI + ElevenLabs (`typical` latency profile) and a simulated Twilio caller ru
 meters", spoken digits), waits for the reply (its playback is skipped, not its latency), and moves on.
 
 - `ours`: the cloud adapters built by `make_providers` (plain HTTP as `serve` uses by default, or the
-  SDK ones with `--client sdk`; ElevenLabs asked for ulaw_8000), default CallSettings (WebRTC VAD,
-  calibrated hangover, sentence streaming).
+  SDK ones with `--client sdk`; OpenAI Realtime transcription streaming the caller's words; ElevenLabs
+  asked for ulaw_8000), default CallSettings (WebRTC VAD, the end of a turn judged by its words,
+  sentence streaming).
 - `prototype`: the original design, same run: energy VAD at a fixed -35 dBFS, 2 s of silence ends a
   turn, the whole transcript, the whole model reply, the whole speech as MP3 decoded, resampled to
   8 kHz and µ-law encoded, then sent at once; through the SDK adapters, as the prototype used the SDKs.
 
 Latency = the caller's last voiced sample (end of `simulate.voiced_span` of the recording, which
 matches the LibriVox hand labels within 0.1 s) -> the first bot frame reaching the caller (and, also
-reported, the first audible bot sample). Overhead = latency - endpoint hangover - the profile's
-first-byte delays (stt_s + first_token_s + first_audio_s). The fake cloud's speech-to-text returns the
-known transcript of the recording being spoken instead of running pocketsphinx, and its eSpeak audio
-is synthesized once up front, so its CPU does not distort the figures. The persona's greeting is
+reported, the first audible bot sample). Overhead = latency - the time to decide the turn was over
+(endpoint hangover for a turn ended by silence, the measured decision for one ended by its streamed
+words) - the profile's first-byte delays the caller waited for (stt_s, unless the answer started on
+the streamed words, + first_token_s + first_audio_s). The fake cloud's speech-to-text returns the
+known transcript of the recording being spoken instead of running pocketsphinx (streamed: each word
+once the audio up to its end has arrived, word ends spread evenly over the voiced part, sent
+realtime_delta_s later), and its eSpeak audio is synthesized once up front, so its CPU does not
+distort the figures. The persona's greeting is
 shortened (greetings are not measured). The calls of a mode run at the same time; the modes one
 after the other. Prints the figures and writes bench/results/latency.json.
 """
@@ -42,7 +48,7 @@ from artist_hotline.cloud import OpenAIChat, OpenAISTT
 from artist_hotline.fakecloud import Engines, get_profile, running_fake_cloud
 from artist_hotline.offline import ScriptedBrain, espeak_synth
 from artist_hotline.persona import load_persona
-from artist_hotline.providers import LanguageModel, Providers, SpeechToText, TextToSpeech
+from artist_hotline.providers import LanguageModel, Providers, SpeechToText, StreamingSpeechToText, TextToSpeech, TranscriptStream
 from artist_hotline.sentences import SentenceSplitter, clean_for_speech
 from artist_hotline.server import FINISHED, create_app
 from artist_hotline.settings import CallSettings, DetectorSettings, Settings, TurnSettings, VoicingSettings
@@ -85,25 +91,59 @@ def _words(text: str) -> list[str]:
     "Text cut into the word-sized tokens the fake chat model streams."
     return re.findall(r'\s*\S+', text)
 
-class KnownTranscriptSTT(SpeechToText):
-    "The fake cloud's speech-to-text: the transcript of the corpus recording the upload contains (found by its exact µ-law frames)."
+class KnownTranscriptSTT(SpeechToText, StreamingSpeechToText):
+    """The fake cloud's speech-to-text: the transcript of the corpus recording the audio contains (found by its exact µ-law frames).
+    Streamed, it says each word once the audio up to its end has arrived (word ends spread evenly over the clip's voiced part)."""
     name = 'known-transcript'
     def __init__(self, clips: list[Clip]):
-        self.index, self.misses, self.calls = {}, 0, 0
+        self.where, self.misses, self.calls = {}, 0, 0
         for c in clips:  # the caller sends each clip from a frame boundary; the server's utterance is cut on frame boundaries
             x = ulaw_decode(ulaw_encode(np.concatenate([c.pcm, np.zeros(-len(c.pcm) % FRAME_SAMPLES, np.int16)])))
-            for f in x.reshape(-1, FRAME_SAMPLES):
-                if np.abs(f).max() > 200: self.index[f.tobytes()] = c.text
+            for k, f in enumerate(x.reshape(-1, FRAME_SAMPLES)):
+                if np.abs(f).max() > 200: self.where[f.tobytes()] = (c, k)
 
     def lookup(self, pcm: np.ndarray) -> str | None:
         x = np.asarray(pcm, np.int16)[:len(pcm) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
-        return next((self.index[f.tobytes()] for f in x if f.tobytes() in self.index), None)
+        return next((self.where[f.tobytes()][0].text for f in x if f.tobytes() in self.where), None)
 
     async def transcribe(self, pcm, sr=SAMPLE_RATE):
         self.calls += 1
         text = self.lookup(pcm) if sr == SAMPLE_RATE else None
         if text is None: self.misses += 1
         return text or ''
+
+    async def open(self, on_words): return _KnownStream(self, on_words)
+
+class _KnownStream(TranscriptStream):
+    "One session's turns: the known words, each once its audio has arrived; the whole transcript at commit."
+    revises = False
+    def __init__(self, stt: KnownTranscriptSTT, on_words):
+        super().__init__(on_words)
+        self.stt, self.pcm, self.said = stt, [], ''
+
+    def _push(self, ulaw):
+        x = ulaw_decode(ulaw)
+        self.pcm.append(x)
+        hits = [self.stt.where.get(f.tobytes()) for f in x[:len(x) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)]
+        if not (hits := [h for h in hits if h]): return
+        clip, k = hits[-1]
+        words, (a, b) = clip.text.split(), clip.span
+        n = sum(a + (i + 1) / len(words) * (b - a) <= (k + 1) * FRAME_SAMPLES for i in range(len(words)))
+        said = ' '.join(words[:n])
+        if said != self.said:
+            self.said = said
+            self.on_words(said)
+
+    def _commit(self):
+        done = asyncio.get_running_loop().create_future()
+        self.stt.calls += 1
+        text = self.stt.lookup(np.concatenate(self.pcm)) if self.pcm else None
+        if text is None: self.stt.misses += 1
+        done.set_result(text or '')
+        self.pcm, self.said = [], ''
+        return done
+
+    def _clear(self): self.pcm, self.said = [], ''
 
 class CachedSynth:
     "eSpeak NG in the persona's voice, with every line the persona can say (and its sentence pieces) synthesized up front."
@@ -162,15 +202,17 @@ async def start_server(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     return runner, f'http://127.0.0.1:{runner.addresses[0][1]}'
 
-def ours_settings(**kw) -> Settings:
-    "The server's own defaults, with a silent caller's reprompt and goodbye out of the way."
-    return Settings(**kw, call=CallSettings(idle_reprompt_s=30, idle_hangup_s=60))
+def ours_settings(overrides: dict | None = None, # settings by variable name, parsed and checked as `serve` does
+                  **kw) -> Settings:
+    "The server's own defaults (and any `--setting`), with a silent caller's reprompt and goodbye out of the way."
+    env = {'IDLE_REPROMPT_S': '30', 'IDLE_HANGUP_S': '60', **{k.upper(): v for k, v in (overrides or {}).items()}}
+    return Settings.from_env(env, env_file=None, **kw)
 
-def build_app(mode: str, fc, persona, db: Path, client: str = 'http') -> web.Application:
+def build_app(mode: str, fc, persona, db: Path, client: str = 'http', overrides: dict | None = None) -> web.Application:
     kw = dict(host='127.0.0.1', openai_api_key='sk-bench', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi-bench',
               elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='bench-voice',
               database_url=f'sqlite:///{db}')  # the call store, as in production, in a scratch file
-    if mode == 'ours': return create_app(ours_settings(**kw, provider_client=client), persona=persona)  # make_providers: the cloud adapters
+    if mode == 'ours': return create_app(ours_settings(overrides, **kw, provider_client=client), persona=persona)  # make_providers: the cloud adapters
     s = prototype_settings(**kw)
     providers = Providers(OpenAISTT(s.stt_model, api_key=s.openai_api_key, base_url=s.openai_base_url),
                           WholeReply(OpenAIChat(s.llm_model, api_key=s.openai_api_key, base_url=s.openai_base_url)),
@@ -214,20 +256,23 @@ async def run_call(url: str, app, clips: list[Clip], reply_timeout_s: float) -> 
             if mine:
                 r = mine[-1]
                 ref_end = wall + clips[j].span[1] / SAMPLE_RATE - call.clock.t0  # the reference end of speech, on the call's clock
-                row.update(outcome=r.outcome, reply=r.reply_text, endpoint_lag=_d(ref_end, r.endpoint),
+                row.update(outcome=r.outcome, reply=r.reply_text, endpoint_lag=_d(ref_end, r.endpoint), end_reason=r.end_reason,
+                           words_lag=_d(ref_end, r.transcript),  # when the answer started on the words it answers
+                           streamed=r.stt.startswith('openai-realtime') and r.transcript is not None and r.transcript - r.endpoint < 0.05,  # not after a final
                            **{k: _d(r.speech_end, getattr(r, k)) for k in STAGES if k != 'vad_tail'})  # seconds after the VAD's speech end
         rows.append(row)
     return rows
 
 def _d(a, b): return None if a is None or b is None else b - a
 
-async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_timeout_s: float, client: str = 'http') -> tuple[list[dict], int]:
+async def run_mode(mode: str, calls: list[list[Clip]], profile, persona, reply_timeout_s: float, client: str = 'http',
+                   overrides: dict | None = None) -> tuple[list[dict], int]:
     "All the calls of one mode at once, against a fresh fake cloud and server; the rows and the transcripts not found."
     stt = KnownTranscriptSTT([c for clips in calls for c in clips])
     engines = Engines(stt, ScriptedBrain(persona), await asyncio.get_running_loop().run_in_executor(None, CachedSynth, persona))
     async with running_fake_cloud(profile, engines=engines) as fc:
         scratch = tempfile.TemporaryDirectory(prefix='latency-')
-        app = build_app(mode, fc, persona, Path(scratch.name) / 'calls.sqlite3', client)
+        app = build_app(mode, fc, persona, Path(scratch.name) / 'calls.sqlite3', client, overrides)
         runner, url = await start_server(app)
         try:
             t = time.monotonic()
@@ -261,15 +306,22 @@ def summarize(mode: str, rows: list[dict], misses: int, profile, settings: CallS
     "Percentiles of one mode, and where the time goes."
     hang, eager = settings.turn.hangover_ms / 1000, settings.turn.eager_ms / 1000
     first_bytes = profile.stt_s + profile.first_token_s + profile.first_audio_s
+    after_words = profile.first_token_s + profile.first_audio_s  # a turn answered on its streamed words waits for no transcript
     ok = [r for r in rows if r['latency_s'] is not None]
     for r in ok:
-        r['overhead_s'] = r['latency_s'] - hang - first_bytes  # the brief's definition: as if every stage ran one after the other
+        if r.get('streamed'):  # answered on its words (from when they came: at the end, or in a long pause): the decision, or the model and speech
+            r['overhead_s'] = r['latency_s'] - max(r['endpoint_lag'], r['words_lag'] + after_words)
+        else: r['overhead_s'] = r['latency_s'] - hang - first_bytes  # the brief's definition: as if every stage ran one after the other
         if r.get('endpoint_lag') is None or not r.get('reply'): continue
-        r['vad_tail'] = r['endpoint_lag'] - hang  # the detector's own tail past the reference end of speech
         # the model streams the first speakable piece at the profile's rate: not ours to speed up
         r['model_streaming_s'] = ((first_piece_tokens(r['reply']) if settings.split_sentences else len(_words(r['reply']))) - 1) / profile.tokens_per_s
-        # the reply may not play before the turn has ended; an eager answer starts `eager` after the speech ended
-        r['floor_s'] = max(hang, eager + first_bytes + r['model_streaming_s'])
+        if r.get('streamed'):
+            r['vad_tail'] = 0.  # no tail: the decision itself is `endpoint_lag`
+            r['floor_s'] = max(r['endpoint_lag'], r['words_lag'] + after_words + r['model_streaming_s'])
+        else:
+            r['vad_tail'] = r['endpoint_lag'] - hang  # the detector's own tail past the reference end of speech
+            # the reply may not play before the turn has ended; an eager answer starts `eager` after the speech ended
+            r['floor_s'] = max(hang, eager + first_bytes + r['model_streaming_s'])
         r['software_s'] = r['latency_s'] - r['vad_tail'] - r['floor_s']
     col = lambda k, rs=ok: [r[k] for r in rs if r.get(k) is not None]
     p = lambda k, rs=ok: dict(p50=pct(col(k, rs), 50), p95=pct(col(k, rs), 95))
@@ -279,7 +331,8 @@ def summarize(mode: str, rows: list[dict], misses: int, profile, settings: CallS
                 model_streaming=p('model_streaming_s'), floor=p('floor_s'), software=p('software_s'),
                 latency_sentences=p('latency_s', [r for r in ok if not r['label'][0].isdigit()]),
                 latency_digits=p('latency_s', [r for r in ok if r['label'][0].isdigit()]),
-                split_turns=sum(r.get('server_turns', 0) > 1 for r in rows),
+                split_turns=sum(r.get('server_turns', 0) > 1 for r in rows), streamed_turns=sum(bool(r.get('streamed')) for r in rows),
+                endpoint_lag=dict(p50=pct(col('endpoint_lag'), 50), p90=pct(col('endpoint_lag'), 90)),
                 stages_p50={k: pct(col(k), 50) for k in STAGES})
 
 def ms(x): return '   n/a' if x is None else f'{x * 1000:6.0f}'
@@ -297,6 +350,9 @@ def report(summ: dict[str, dict], profile) -> dict:
               f'{ms(s["overhead"]["p50"])}  {ms(s["overhead"]["p95"])}')
         if s['transcripts_not_found'] or s['split_turns']:
             print(f'{"":10s} ({s["transcripts_not_found"]} uploads matched no recording, {s["split_turns"]} utterances split into several turns)')
+    print('\nend of turn decided, after the end of speech (ms): ' + ', '.join(
+        f'{m} p50 {ms(s["endpoint_lag"]["p50"]).strip()} p90 {ms(s["endpoint_lag"]["p90"]).strip()} '
+        f'({s["streamed_turns"]} of {s["turns"]} turns answered on their streamed words)' for m, s in summ.items()))
     print("\nper-stage medians from the server's TurnRecords, ms after the VAD's end of speech (eager: answering starts "
           "during the pause, speaks once the turn has ended):")
     print(f'  {"":62s}' + ''.join(f'{m:>11s}' for m in summ))
@@ -307,9 +363,11 @@ def report(summ: dict[str, dict], profile) -> dict:
     if 'ours' in summ:
         o = summ['ours']
         print(f'\nour overhead as the brief defines it (latency - {o["hangover_s"] * 1000:.0f} ms hangover - {o["profile_first_bytes_s"] * 1000:.0f} ms '
-              f"of the profile's first-byte delays): p50 {ms(o['overhead']['p50']).strip()} ms, p95 {ms(o['overhead']['p95']).strip()} ms")
-        print(f"where the time goes, p50 (p95): the floor the design allows (max(hangover, eager start + first-byte delays + the model's "
-              f"streaming of the first sentence at {profile.tokens_per_s:g} tok/s)) {ms(o['floor']['p50']).strip()} ({ms(o['floor']['p95']).strip()}) ms,")
+              f"of the profile's first-byte delays; for a turn answered on its streamed words, latency - the later of the decision and the "
+              f"words + {(profile.first_token_s + profile.first_audio_s) * 1000:.0f} ms): p50 {ms(o['overhead']['p50']).strip()} ms, p95 {ms(o['overhead']['p95']).strip()} ms")
+        print(f"where the time goes, p50 (p95): the floor the design allows (max(hangover or the decision on the words, the answer's start + "
+              f"first-byte delays + the model's streaming of the first sentence at {profile.tokens_per_s:g} tok/s)) "
+              f"{ms(o['floor']['p50']).strip()} ({ms(o['floor']['p95']).strip()}) ms,")
         print(f"  + the VAD's tail past the end of speech {ms(o['vad_tail']['p50']).strip()} ({ms(o['vad_tail']['p95']).strip()}) ms, "
               f"+ software (HTTP, SDKs, encoding, queues, sockets) {ms(o['software']['p50']).strip()} ({ms(o['software']['p95']).strip()}) ms")
         goals = dict(overhead_p50_le_50ms=o['overhead']['p50'] is not None and o['overhead']['p50'] <= 0.05,
@@ -336,11 +394,12 @@ async def main(args) -> int:
     n = sum(map(len, calls))
     print(f'{n} turns of real speech in {len(calls)} calls per mode ({", ".join(str(len(c)) for c in calls)} turns); modes: {", ".join(args.modes)}')
     started, rows = time.monotonic(), {}
+    overrides = dict(kv.split('=', 1) for kv in args.setting)
     for mode in args.modes:
-        rows[mode] = await run_mode(mode, calls, profile, persona, args.reply_timeout, args.client)
-    summ = {m: summarize(m, *r, profile, (ours_settings() if m == 'ours' else prototype_settings()).call) for m, r in rows.items()}
+        rows[mode] = await run_mode(mode, calls, profile, persona, args.reply_timeout, args.client, overrides)
+    summ = {m: summarize(m, *r, profile, (ours_settings(overrides) if m == 'ours' else prototype_settings()).call) for m, r in rows.items()}
     out = report(summ, profile)
-    out.update(code=code_version(),
+    out.update(code=code_version(), settings=args.setting,
                profile=profile.__dict__, corpus=str(corpus), stt='known transcripts (fake cloud STT returns the text of the recording)',
                prototype=dict(vad='energy', threshold_db=PROTO_THRESHOLD_DB, voicing=None, hangover_ms=PROTO_HANGOVER_MS, min_speech_ms=20,
                               split_sentences=False, llm='whole reply', tts='mp3_44100_128 whole, decoded, resampled, µ-law'),
@@ -366,6 +425,8 @@ def parse_args(argv=None):
     ap.add_argument('--modes', nargs='+', default=['ours', 'prototype'], choices=['ours', 'prototype'])
     ap.add_argument('--reply-timeout', type=float, default=20., help='longest wait for a reply to begin (s)')
     ap.add_argument('--client', default='http', choices=['http', 'sdk'], help="how `ours` sends cloud requests (PROVIDER_CLIENT)")
+    ap.add_argument('--setting', action='append', default=[], metavar='NAME=VALUE',
+                    help="a setting of `ours` by its variable name, e.g. STT_STREAMING=false (repeatable)")
     ap.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'latency.json'))
     return ap.parse_args(argv)
 

@@ -124,7 +124,7 @@ async def test_one_call_with_transcript_timings_and_events(store, tmp_path, aioh
     c = await (await client.get(f'/calls/{sid}', headers=auth)).json()
     assert [t['caller_text'] for t in c['turns']] == ['', 'hello number 0', 'wait <b>stop</b>']
     lat = c['turns'][1]['latency_ms']
-    assert lat == dict(hangover=400.0, stt=500.0, first_token=300.0, first_audio=300.0, transport=10.0, total=1510.0)
+    assert lat == dict(hangover=400.0, stt=500.0, first_token=300.0, first_audio=300.0, final=None, transport=10.0, total=1510.0)
     assert c['turns'][1]['stt'] == 'openai:whisper-1' and c['turns'][2]['interrupted'] is True
     assert [(e['kind'], e['detail'], e['t']) for e in c['events']] == [('barge_in', {'turns': [3]}, 10.2)]
     assert (await client.get('/calls/CAnothere', headers=auth)).status == 404

@@ -121,5 +121,5 @@ async def test_a_simulated_call_lands_in_the_report(tmp_path):
     calls, turns = load_calls(db), load_turns(db)
     assert calls.sid.tolist() == [sid] and calls.caller[0] == '+15550001234' and Path(calls.recording[0]).exists()
     t = turns[turns.caller_turn]
-    assert len(t) == 1 and t.stt.iloc[0].startswith('openai:') and t.prompt_tokens.iloc[0] > 0 and t.total_ms.notna().all()
+    assert len(t) == 1 and t.stt.iloc[0].startswith('openai') and t.prompt_tokens.iloc[0] > 0 and t.total_ms.notna().all()
     assert calls.summary[0].startswith('The caller talked about:')  # the fake cloud's answer to the summary request

@@ -1,6 +1,7 @@
 """Whole calls through the server with the cloud adapters (the official OpenAI and ElevenLabs SDKs, and
 the plain-HTTP ones) pointed at the local fake cloud, driven by the Twilio simulator: memory, barge-in,
 provider failures and fallbacks."""
+import numpy as np
 import pytest
 
 from artist_hotline.fakecloud import Engines, default_engines, running_fake_cloud
@@ -75,13 +76,13 @@ async def test_cough_during_reply_does_not_barge_in(cloud_call):
     assert not call.turns[1].interrupted and call.turns[1].outcome == 'replied'
 
 
-async def talk_turns(fc, base, faults=None):
-    "Greeting, then two caller turns; `faults` (endpoint, kind) hit the first turn only."
+async def talk_turns(fc, base, faults=()):
+    "Greeting, then two caller turns; `faults` [(endpoint, kind), ...] hit the first turn only."
     stream = await dial(base, TOKEN, speed=0)
     await stream.wait_reply(0, 10, 0.5, 30)
     heard = []
     for i, pcm in enumerate((voiced(0.9), voiced(0.8, 1))):
-        if i == 0 and faults: fc.faults.fail_next(*faults, n=2)  # enough to defeat the single retry
+        for f in faults if i == 0 else (): fc.faults.fail_next(*f, n=2)  # enough to defeat the single retry
         await stream.say(pcm)
         since = stream.now
         heard.append(await stream.wait_sound(since, 8))
@@ -91,12 +92,14 @@ async def talk_turns(fc, base, faults=None):
     return heard
 
 
-@pytest.mark.parametrize('endpoint,kind', [('chat', 'error'), ('chat', 'hang'), ('chat', 'drop'), ('chat', 'malformed'),
-                                           ('stt', 'error'), ('stt', 'hang'), ('tts', 'error'), ('tts', 'drop'), ('tts', 'stall')])
-async def test_provider_failure_gives_fallback_and_next_turn_works(cloud_call, endpoint, kind):
-    fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'],
-                                     call=CallSettings(llm_timeout_s=1.0, stt_timeout_s=1.0, tts_timeout_s=1.0, tts_gap_timeout_s=1.0, llm_gap_timeout_s=1.0))
-    heard = await talk_turns(fc, base, (endpoint, kind))
+QUICK = CallSettings(llm_timeout_s=1.0, stt_timeout_s=1.0, stt_final_timeout_s=1.0, tts_timeout_s=1.0, tts_gap_timeout_s=1.0, llm_gap_timeout_s=1.0)
+
+@pytest.mark.parametrize('faults', [[('chat', 'error')], [('chat', 'hang')], [('chat', 'drop')], [('chat', 'malformed')],
+                                    [('realtime', 'error'), ('stt', 'error')], [('realtime', 'hang'), ('stt', 'hang')],
+                                    [('tts', 'error')], [('tts', 'drop')], [('tts', 'stall')]], ids=lambda f: '+'.join('-'.join(x) for x in f))
+async def test_provider_failure_gives_fallback_and_next_turn_works(cloud_call, faults):
+    fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'], call=QUICK)
+    heard = await talk_turns(fc, base, faults)
     call = app[FINISHED][-1]
     failed, ok = call.turns[1], call.turns[2]
     assert failed.outcome == 'fallback' and failed.error, failed
@@ -105,6 +108,20 @@ async def test_provider_failure_gives_fallback_and_next_turn_works(cloud_call, e
     assert all(h is not None for h in heard)  # the caller heard something after each turn
     kinds = [k for _, k, _ in call.events]
     assert kinds.count('fallback') == 1 and 'provider_error' in kinds
+
+
+@pytest.mark.parametrize('kind', ['error', 'hang', 'drop', 'malformed'])
+async def test_a_failed_streamed_transcript_is_replaced_by_the_turn_transcribed(cloud_call, kind):
+    fc, app, base = await cloud_call(['tell me about your paintings', 'what about music'], call=QUICK)
+    fc.faults.fail_next('realtime', kind)
+    heard = await talk_turns(fc, base)
+    call = app[FINISHED][-1]
+    first, second = call.turns[1], call.turns[2]
+    assert (first.outcome, first.caller_text, first.stt) == ('replied', 'tell me about your paintings', 'openai:gpt-4o-mini-transcribe'), first
+    assert (second.outcome, second.caller_text, second.stt) == ('replied', 'what about music', 'openai-realtime:gpt-realtime-whisper'), second
+    assert [(k, d.get('stage')) for _, k, d in call.events] == [('provider_error', 'stt_stream')]
+    assert [e['model'] for e in fc.journal['realtime']] == ['gpt-realtime-whisper'] * (2 if kind == 'drop' else 1)  # a new socket after a drop
+    assert all(h is not None for h in heard)
 
 
 async def test_one_failure_before_any_output_is_retried_unheard(cloud_call):
@@ -124,8 +141,11 @@ async def test_real_speech_through_pocketsphinx_gets_a_reply(cloud_call, corpus)
     from artist_hotline.audio import read_audio
     fc, app, base = await cloud_call(engines=default_engines(load_persona()))
     pcm, sr = read_audio(corpus / 'misc/goforward.raw', 8000)
+    pcm = np.r_[np.zeros(8000, np.int16), pcm]  # a second of the line first: the call's transcription socket opens meanwhile
     result = await simulate_call(base, [Step(pcm=pcm, sr=8000, pause_s=0.3)], auth_token=TOKEN, speed=0, reply_timeout_s=10)
     call = app[FINISHED][-1]
+    assert not any(k == 'provider_error' for _, k, _ in call.events), call.events
     assert 'forward' in call.turns[1].caller_text and call.turns[1].outcome == 'replied'
-    assert fc.journal.last('stt')['model'] == 'gpt-4o-mini-transcribe'
+    assert fc.journal.last('realtime')['model'] == 'gpt-realtime-whisper' and fc.journal.last('realtime')['format'] == 'audio/pcmu'
+    assert call.turns[1].stt == 'openai-realtime:gpt-realtime-whisper' and fc.journal.count('stt') == 0
     assert result.turns[0].latency_s is not None

@@ -43,6 +43,13 @@ def test_bad_value_stops_serve_naming_the_variable(tmp_path, name, value, says):
     assert time.monotonic() - t0 < 10 and not list(tmp_path.iterdir())  # refused before anything was opened or written
 
 
+def test_streaming_settings():
+    s = Settings.from_env({'STT_STREAMING': 'false', 'STT_STREAM_MODEL': 'gpt-4o-transcribe', 'STT_STREAM_DELAY': 'default', 'END_COMPLETE_MS': '250'}, env_file=None)
+    assert (s.stt_streaming, s.stt_stream_model, s.stt_stream_delay, s.call.turn.words.complete_ms) == (False, 'gpt-4o-transcribe', 'default', 250)
+    with pytest.raises(SettingsError) as e: Settings.from_env({'STT_STREAM_DELAY': 'soon', 'STT_FINAL_TIMEOUT_S': '0'}, env_file=None)
+    assert [l.split('=')[0] for l in e.value.lines] == ['STT_STREAM_DELAY', 'STT_FINAL_TIMEOUT_S']
+
+
 def test_every_bad_value_is_a_line():
     with pytest.raises(SettingsError) as e: Settings.from_env({'PORT': '0', 'VOICING': '2', 'MEDIA_MS': '30'}, env_file=None)
     assert [l.split('=')[0] for l in e.value.lines] == ['PORT', 'VOICING', 'MEDIA_MS']
