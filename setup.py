@@ -10,6 +10,7 @@ licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache S
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 lic = licenses[cfg['license']]
 requirements = shlex.split(cfg.get('requirements', ''))
+workbench_requirements = shlex.split(cfg.get('workbench_requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 min_python = cfg['min_python']
 
@@ -31,7 +32,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['artist_hotline', 'artist_hotline.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'workbench': workbench_requirements, 'dev': workbench_requirements + dev_requirements},  # `serve` needs neither
     python_requires='>=' + min_python,
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
