@@ -6,12 +6,12 @@
 __all__ = ['DEFAULT_PERSONA', 'DEFAULT_PERSONA_TOML', 'INTERRUPTED', 'VoiceSettings', 'ScriptRule', 'Persona', 'PersonaError',
            'parse_persona', 'persona_dirs', 'list_personas', 'load_persona', 'Memory']
 
-# %% ../nbs/04_persona.ipynb #dc6b9272
+# %% ../nbs/04_persona.ipynb #aeea06ee
 import os, re, tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# %% ../nbs/04_persona.ipynb #7d812109
+# %% ../nbs/04_persona.ipynb #f025b524
 @dataclass
 class VoiceSettings:
     "How the persona sounds on each text-to-speech engine."
@@ -21,6 +21,9 @@ class VoiceSettings:
     style:float=0.0 # ElevenLabs: style exaggeration, 0..1 (0 is fastest)
     speed:float=1.0 # ElevenLabs: speaking speed, 0.7..1.2
     use_speaker_boost:bool=True # ElevenLabs: boost similarity to the speaker (slightly slower)
+    piper_voice:str='' # Piper: a voice's .onnx file ('' the bundled US English Joe)
+    piper_speed:float=1.0 # Piper: speaking rate, 0.5..2
+    piper_pitch:float=1.0 # Piper: pitch, 0.5..2 (1: the voice's own)
     espeak_voice:str='en-us' # eSpeak NG voice name
     espeak_rate:int=160 # eSpeak NG speed in words per minute, 80..450
     openai_voice:str='echo' # OpenAI text-to-speech voice
@@ -30,14 +33,14 @@ class VoiceSettings:
         return dict(stability=self.stability, similarity_boost=self.similarity_boost, style=self.style,
                     use_speaker_boost=self.use_speaker_boost, speed=self.speed)
 
-# %% ../nbs/04_persona.ipynb #13d7272f
+# %% ../nbs/04_persona.ipynb #87415997
 @dataclass
 class ScriptRule:
     "One scripted answer of the offline brain: say `reply` when the caller says any of `keywords`."
     keywords:list[str] # lowercase words or phrases, matched as whole words in what the caller said
     reply:str # what the persona says
 
-# %% ../nbs/04_persona.ipynb #c257b373
+# %% ../nbs/04_persona.ipynb #edd160f6
 @dataclass
 class Persona:
     "An artist's persona on the phone: prompt, fixed lines, voice and offline script."
@@ -54,15 +57,16 @@ class Persona:
     small_talk:list[str]=field(default_factory=lambda: ["Tell me more about that."]) # offline replies when no rule matches, cycled
     source:str='<string>' # where the persona was read from
 
-# %% ../nbs/04_persona.ipynb #7874ad69
+# %% ../nbs/04_persona.ipynb #c57ad568
 class PersonaError(ValueError):
     "A persona file is missing, unreadable or invalid."
 
 _TEXT = ('name', 'system_prompt', 'greeting', 'reprompt', 'goodbye', 'busy', 'recording_notice')
 _REQUIRED = ('name', 'system_prompt', 'greeting')
 _LINES = ('fallback_lines', 'small_talk')
-_UNIT = dict(stability=(0, 1), similarity_boost=(0, 1), style=(0, 1), speed=(0.7, 1.2), espeak_rate=(80, 450))
-_NAMES = ('voice_id', 'espeak_voice', 'openai_voice')
+_UNIT = dict(stability=(0, 1), similarity_boost=(0, 1), style=(0, 1), speed=(0.7, 1.2), piper_speed=(0.5, 2), piper_pitch=(0.5, 2),
+             espeak_rate=(80, 450))
+_NAMES = ('voice_id', 'piper_voice', 'espeak_voice', 'openai_voice')
 
 def _text(v, # the value read from TOML
           where:str, # the field's name, as errors show it
@@ -139,7 +143,7 @@ def parse_persona(text:str, # the persona as TOML
         kw['script'] = [_rule(o, i, source) for i, o in enumerate(d['script'])]
     return Persona(**kw, source=source)
 
-# %% ../nbs/04_persona.ipynb #06b448db
+# %% ../nbs/04_persona.ipynb #354f23ea
 DEFAULT_PERSONA = 'synthetic-jason'
 
 DEFAULT_PERSONA_TOML = """
@@ -194,6 +198,9 @@ similarity_boost = 0.75
 style = 0.0
 speed = 1.0
 use_speaker_boost = true
+piper_voice = ""
+piper_speed = 1.0
+piper_pitch = 1.0
 espeak_voice = "en-us"
 espeak_rate = 160
 openai_voice = "echo"
@@ -271,13 +278,13 @@ keywords = ["thank you", "thanks"]
 reply = "You're very welcome. What else is on your mind?"
 """
 
-# %% ../nbs/04_persona.ipynb #410997f7
+# %% ../nbs/04_persona.ipynb #e8a3c948
 def persona_dirs(setting:str='personas', # the PERSONAS_DIR setting: folders separated by `os.pathsep`
                 )->list[Path]:
     "The folders searched for persona files."
     return [Path(p).expanduser() for p in setting.split(os.pathsep) if p.strip()] or [Path('personas')]
 
-# %% ../nbs/04_persona.ipynb #f4161dc3
+# %% ../nbs/04_persona.ipynb #93922d5a
 def _slug(name:str, # a persona's name or file name
          )->str:
     "Lookup key for a persona name: lowercase, words joined by '-'."
@@ -296,7 +303,7 @@ def list_personas(dirs:list|None=None, # folders to search; default `persona_dir
     "Names of all personas that `load_persona` can find, the default first."
     return [DEFAULT_PERSONA] + sorted(set(_files(persona_dirs() if dirs is None else dirs)) - {DEFAULT_PERSONA})
 
-# %% ../nbs/04_persona.ipynb #3eb9924d
+# %% ../nbs/04_persona.ipynb #cfd9f3e2
 def load_persona(name_or_path:str|Path|None=None, # persona name, or path to a .toml file; None for the default
                  dirs:list|None=None, # folders to search by name; default `persona_dirs()`
                 )->Persona:
@@ -316,7 +323,7 @@ def load_persona(name_or_path:str|Path|None=None, # persona name, or path to a .
     except (OSError, UnicodeDecodeError) as e: raise PersonaError(f"{p}: cannot read persona file: {e}") from None
     return parse_persona(text, str(p))
 
-# %% ../nbs/04_persona.ipynb #dc8b656e
+# %% ../nbs/04_persona.ipynb #6b3b2bc6
 INTERRUPTED = '—'
 
 @dataclass

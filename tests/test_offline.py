@@ -31,7 +31,8 @@ def reply_to(persona, needle):
 # word error rate
 
 def test_words_normalise():
-    assert words("Ask NOT what’s next, 10 times!") == ['ask', 'not', "what's", 'next', '10', 'times']
+    assert words("Ask NOT what’s next, 10 times!") == ['ask', 'not', "what's", 'next', 'ten', 'times']
+    assert words('Call 555-0100 at 7 or 42') == 'call five five five zero one zero zero at seven or forty two'.split()
     assert words('') == []
 
 

@@ -191,9 +191,9 @@ async def test_a_cloud_that_cannot_work_is_reported_at_start(aiohttp_client, tmp
                               llm_provider='openai', stt_provider='pocketsphinx', database_url=db))
     client = await aiohttp_client(app)
     h = await (await client.get('/health')).json()
-    assert h['status'] == 'degraded' and h['providers']['tts'] == 'espeak-ng' and h['providers']['llm'] == 'openai:gpt-4o-mini'
+    assert h['status'] == 'degraded' and h['providers']['tts'] == 'piper/en_US-joe-medium' and h['providers']['llm'] == 'openai:gpt-4o-mini'
     assert any('no voice id' in p for p in h['problems']) and any('127.0.0.1:9' in p and 'unreachable' in p for p in h['problems'])
-    assert any('speech falls back to espeak-ng' in p for p in h['problems'])
+    assert any('speech falls back to piper/en_US-joe-medium' in p for p in h['problems'])
 
 
 async def test_working_cloud_is_ok_and_an_unknown_voice_is_not(aiohttp_client, tmp_path):
