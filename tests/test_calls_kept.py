@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from artist_hotline.insights import INSIGHTS_PROMPT
 from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
 from artist_hotline.server import FINISHED, STORE, create_app
@@ -30,7 +31,7 @@ async def hotline(aiohttp_server, db_url, tmp_path):  # noqa: F811
 
 def last_reply_prompt(llm):
     "The system prompt of the last reply (not of a call summary)."
-    return [p for p in llm.prompts if not p[0]['content'].startswith('Summarise')][-1][0]['content']
+    return [p for p in llm.prompts if not p[0]['content'].startswith(('Summarise', INSIGHTS_PROMPT))][-1][0]['content']
 
 
 async def one_call(base, n=1, caller='+15551112222', **kw):
@@ -51,7 +52,8 @@ async def test_calls_are_stored_and_served(hotline):
     assert [t['caller_text'] for t in replies] == ['i paint boats', 'and i live by the sea']
     assert all(t['outcome'] == 'replied' and t['first_sent'] > t['speech_end'] for t in replies)
     assert call['summary'] == 'Boats are wonderful. Tell me more?'  # written by the model, from the transcript:
-    assert 'i paint boats' in llm.prompts[-1][-1]['content'] and 'Summarise' in llm.prompts[-1][0]['content']
+    summarise = next(p for p in llm.prompts if p[0]['content'].startswith('Summarise'))
+    assert 'i paint boats' in summarise[-1]['content']
     # the recording: stereo, 8 kHz, caller left and bot right
     x, sr = sf.read(call['recording'], dtype='int16')
     assert sr == 8000 and x.shape[1] == 2 and np.abs(x[:, 0]).max() > 1000 and np.abs(x[:, 1]).max() > 1000

@@ -95,7 +95,7 @@ async def test_write_report_files_and_no_pyplot_leaks(tmp_path):
     rep = write_report(db, tmp_path / 'out')
     assert plt.get_fignums() == before
     pngs = [f for f in rep['files'].values() if f.endswith('.png')]
-    assert len(pngs) == 5 and all(Path(f).read_bytes()[:4] == b'\x89PNG' for f in pngs)
+    assert len(pngs) == 6 and all(Path(f).read_bytes()[:4] == b'\x89PNG' for f in pngs)
     calls = pd.read_csv(rep['files']['calls.csv'])
     assert calls.sid.tolist() == ['CA1', 'CA2', 'CA3'] and 'summary' not in calls.columns
     summary = pd.read_csv(rep['files']['summary.csv']).set_index('figure').value
@@ -104,7 +104,7 @@ async def test_write_report_files_and_no_pyplot_leaks(tmp_path):
 
 def test_report_on_an_empty_or_new_database(tmp_path):
     rep = write_report(f'sqlite:///{tmp_path}/new.sqlite3', tmp_path / 'out')  # no tables yet
-    assert rep['summary']['calls'] == 0 and rep['summary']['total_p50_ms'] is None and len(rep['files']) == 7
+    assert rep['summary']['calls'] == 0 and rep['summary']['total_p50_ms'] is None and len(rep['files']) == 8
 
 
 async def test_empty_store_report(tmp_path):
