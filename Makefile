@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test sync nbtest pytest calibrate bench clean
+.PHONY: demo test sync nbtest pytest calibrate bench readme clean
 
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ nbtest: $(VENV)/.installed
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest -q
+
+# README.md from nbs/index.ipynb (the docs site's home page), without Quarto; `make sync` checks they agree.
+readme:
+	$(PY) .ci/readme.py
 
 calibrate: $(VENV)/.installed
 	$(BIN)/artist-hotline calibrate ../shared/corpus --out out/calibration

@@ -1,4 +1,4 @@
-"""Fail when `nbdev_clean` changes a notebook or `nbdev_export` changes the package.
+"""Fail when `nbdev_clean` changes a notebook, `nbdev_export` changes the package, or README.md is not what nbs/index.ipynb makes.
 
 Compares file contents before and after, so it works in a dirty checkout as well as in CI.
 """
@@ -26,4 +26,6 @@ if dirty:
 stale = changed('artist_hotline/**/*.py', 'nbdev_export')
 if stale:
     sys.exit('notebooks and library out of sync (nbdev_export changed them; commit the exported files):\n  ' + '\n  '.join(stale))
-print('notebooks clean and library in sync with them')
+readme = subprocess.run([sys.executable, str(root / '.ci' / 'readme.py'), '--check'], cwd=root, capture_output=True, text=True)
+if readme.returncode: sys.exit(readme.stderr.strip() or readme.stdout.strip())
+print('notebooks clean, library in sync with them, README.md made from nbs/index.ipynb')
