@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test sync nbtest pytest calibrate bench readme clean
+.PHONY: demo test sync nbtest pytest calibrate bench readme notebooks docs clean
 
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,14 @@ pytest: $(VENV)/.installed
 # README.md from nbs/index.ipynb (the docs site's home page), without Quarto; `make sync` checks they agree.
 readme:
 	$(PY) .ci/readme.py
+
+# Every notebook re-run top to bottom in a Jupyter kernel ("Run All"), kept with its outputs (about 3 min).
+notebooks: $(VENV)/.installed
+	$(BIN)/python .ci/notebooks.py
+
+# The docs site in _docs/ without Quarto: nbdev's processing of the notebooks, then nbconvert's HTML (open _docs/index.html).
+docs: $(VENV)/.installed
+	$(BIN)/python .ci/docs.py
 
 calibrate: $(VENV)/.installed
 	$(BIN)/artist-hotline calibrate ../shared/corpus --out out/calibration

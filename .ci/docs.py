@@ -1,0 +1,217 @@
+"""The docs site without Quarto, into _docs/: nbdev's own processing of every notebook (the `FilterDefaults`
+processors nbdev_docs runs: frontmatter, show_doc for every exported name, hidden and exported cells, links
+to documented names), then nbconvert's HTML export of each processed notebook, each show_doc with its
+parameter table, in a page with the sidebar of nbs/sidebar.yml.
+
+`make docs` builds it; open _docs/index.html. On GitHub, nbdev_docs builds the Quarto site from the same
+configuration (.github/workflows/deploy.yaml). Pages are named as nbdev names them (01_audio.ipynb ->
+audio.html), so the `_modidx.py` links and links between notebooks work in both.
+"""
+import argparse, html, json, multiprocessing, os, re, sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import yaml
+
+root = Path(__file__).resolve().parents[1]
+nbs = root / 'nbs'
+SITE_CSS = """
+body { margin: 0; font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; }
+nav.sidebar { position: fixed; top: 0; bottom: 0; width: 16rem; overflow-y: auto; padding: 1rem; background: #f6f7f9; border-right: 1px solid #ddd; font-size: 90%; }
+nav.sidebar a { color: #234; text-decoration: none; display: block; padding: 2px 0; }
+nav.sidebar a.current { font-weight: 600; color: #2780e3; }
+nav.sidebar .section { margin-top: .8rem; font-weight: 600; color: #666; text-transform: uppercase; font-size: 80%; }
+nav.sidebar .home { font-size: 120%; font-weight: 700; margin-bottom: .5rem; }
+main { margin-left: 18rem; max-width: 60rem; padding: 1rem 2rem 4rem; }
+h1.title { margin-bottom: .2rem; }
+a { color: #2780e3; }
+pre { background: #f7f7f7; padding: .5rem .8rem; overflow-x: auto; font-size: 85%; border-radius: 4px; }
+code { font-size: 90%; }
+table { border-collapse: collapse; margin: .5rem 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+img { max-width: 100%; }
+.cell { margin: .8rem 0; }
+.output_area pre { background: none; border-left: 2px solid lightsalmon; border-radius: 0; }
+.anchor-link { visibility: hidden; margin-left: .3rem; text-decoration: none; }
+:hover > .anchor-link { visibility: visible; }
+.description p { margin-top: 0; }
+.output_markdown > hr + p > a:only-child { float: right; font-size: smaller; }  /* show_doc's source link */
+blockquote { margin-left: 0; padding-left: 1rem; border-left: 3px solid #ccc; color: #555; }
+"""
+
+
+def page_name(nb: Path) -> str:
+    "The page nbdev makes of the notebook `nb` (01_audio.ipynb -> audio.html)."
+    from nbdev.doclinks import _nbpath2html
+    return _nbpath2html(Path(nb.name)).name
+
+
+def sidebar() -> list[tuple[str, list[str]]]:
+    "The sidebar's sections as (title, notebook names); the first, untitled, holds the home page."
+    sections = [('', [])]
+    for item in yaml.safe_load((nbs / 'sidebar.yml').read_text())['website']['sidebar']['contents']:
+        if isinstance(item, str): sections[0][1].append(item)
+        else: sections.append((item['section'], list(item['contents'])))
+    return sections
+
+
+DIRECTIVE = re.compile(r'^\s*#\|\s*([\w-]+):?\s*(.*?)\s*$')
+
+
+def directives(src: str) -> tuple[dict, str]:
+    "Quarto's `#| key: value` lines at the top of a cell, and the source without them."
+    lines, d = src.splitlines(), {}
+    while lines and (m := DIRECTIVE.match(lines[0])):
+        d[m.group(1)] = m.group(2).strip('"').lower()
+        lines.pop(0)
+    return d, '\n'.join(lines)
+
+
+def param_table(src: str, module: str) -> str:
+    "The parameter table (as fastcore's `DocmentTbl` lays it out) for a `show_doc(name)` cell of the notebook exporting `module`; '' if none."
+    # fastcore 1.8 shows docments as comments in the signature; the table is the layout nbdev's sites had before
+    import importlib, inspect
+    from fastcore.docments import docments
+    m = re.search(r'show_doc\(([\w.]+)', src)
+    if not m or not module: return ''
+    try:
+        obj = importlib.import_module(module)
+        for part in m.group(1).split('.'): obj = getattr(obj, part)
+        dm = {k: v for k, v in docments(obj, full=True).items() if k != 'self'}
+    except (AttributeError, ImportError, TypeError, ValueError): return ''
+    if not any(v.get('docment') for v in dm.values()): return ''
+    cell = lambda v: '' if v is inspect._empty or v is None else str(getattr(v, '__name__', v)).replace('|', '\\|').replace('\n', ' ')
+    has_default = any(v.get('default', inspect._empty) is not inspect._empty for v in dm.values())
+    head = ['', '**Type**'] + (['**Default**'] if has_default else []) + ['**Details**']
+    rows = [[('**Returns**' if k == 'return' else k), cell(v.get('anno'))] + ([cell(v.get('default'))] if has_default else []) + [cell(v.get('docment'))]
+            for k, v in dm.items() if k != 'return' or v.get('anno') is not inspect._empty]
+    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in [head, ['--'] * len(head)] + rows)
+
+
+def quarto_cells(nb, module: str = '') -> dict:
+    "Show processed `nb`'s cells as Quarto would (hidden inputs and outputs, fences dropped); its frontmatter."
+    fm, cells = {}, []
+    for c in nb.cells:
+        if c.cell_type == 'raw' and c.source.startswith('---'):
+            fm.update(yaml.safe_load(c.source.strip().strip('-')) or {})
+            continue
+        if c.cell_type == 'markdown':
+            c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith(':::'))
+            if c.source.strip(): cells.append(c)
+            continue
+        if c.cell_type != 'code': continue
+        d, c.source = directives(c.source or '')
+        if (table := param_table(c.source, module)) and c.get('outputs'):
+            md = c.outputs[0].get('data', {})
+            if 'text/markdown' in md: md['text/markdown'] = ''.join(md['text/markdown']) + '\n\n' + table
+        if d.get('include') == 'false': continue
+        if d.get('output') == 'false': c.outputs = []
+        for o in c.get('outputs', []):
+            if 'text/markdown' in o.get('data', {}): o.data['text/markdown'] = show_doc_md(''.join(o.data['text/markdown']))
+        if d.get('echo') == 'false' or not c.source.strip(): c.metadata.transient = {"remove_source": True}
+        if c.source.strip() or c.get('outputs'): cells.append(c)
+    nb.cells = cells
+    return fm
+
+
+def show_doc_md(md: str) -> str:
+    "show_doc's markdown for nbconvert: Quarto's `[text](url){attrs}` links made plain, nbdev's links taken out of the signature's comments."
+    md = re.sub(r'(\[[^\]]+\]\([^)\s]+\))\{[^}]*\}', r'\1', md)
+    return re.sub(r'```python\n.*?```', lambda m: re.sub(r'\[(`[^`]+`)\]\([^)\s]+\)', r'\1', m.group(0)), md, flags=re.S)
+
+
+def slug(text: str) -> str:
+    "A heading's id as Quarto makes it: lower case, spaces to dashes, other punctuation dropped."
+    return re.sub(r'[^\w\-.]', '', re.sub(r'\s+', '-', html.unescape(re.sub(r'<[^>]+>', '', text)).strip().lower()))
+
+
+def quarto_ids(body: str) -> str:
+    "Headings' ids, and links to them on the same page, as Quarto makes them (what nbdev's `_modidx.py` links to)."
+    body = re.sub(r'<(h[1-6]) id="([^"]*)"', lambda m: f'<{m.group(1)} id="{slug(m.group(2))}"', body)
+    return re.sub(r'href="#([^"]*)"', lambda m: f'href="#{slug(m.group(1))}"', body)
+
+
+def fix_links(body: str, page: str, pages: dict[str, str], site: str, ids: dict[str, set]) -> str:
+    "Links as this site needs them: notebooks to their pages, absolute links into the site made relative, each anchor one that exists."
+    def href(m):
+        url = html.unescape(m.group(1))
+        if url.startswith(site): url = url[len(site):].lstrip('/') or 'index.html'
+        if re.match(r'^[a-z]+:', url): return m.group(0)
+        path, _, frag = url.partition('#')
+        if Path(path).name in pages: path = pages[Path(path).name]
+        here = ids.get(path or page)
+        if frag and here is not None and frag not in here:  # a method or private name without a heading of its own
+            frag = frag.split('.')[0] if frag.split('.')[0] in here else ''
+        return 'href="' + html.escape(path + ('#' + frag if frag else ''), quote=True) + '"'
+    return re.sub(r'href="([^"]+)"', href, body)
+
+
+def nav(sections, pages, titles, current: str) -> str:
+    "The sidebar's HTML with `current` marked."
+    out = [f'<a class="home" href="index.html">{html.escape(titles.get("index.ipynb", "Home"))}</a>']
+    for title, names in sections:
+        if title: out.append(f'<div class="section">{html.escape(title)}</div>')
+        out += [f'<a href="{pages[n]}"{" class=current" if n == current else ""}>{html.escape(titles[n])}</a>'
+                for n in names if n != 'index.ipynb']
+    return '<nav class="sidebar">' + '\n'.join(out) + '</nav>'
+
+
+def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int = 2) -> list[Path]:
+    "Build the site into `out` (processed notebooks in `proc`); the pages written."
+    import nbdev.serve_drv, nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    from nbdev.processors import FilterDefaults, _default_exp
+    from nbdev.config import get_config
+    from pygments.formatters import HtmlFormatter
+    cfg = get_config()
+    site = cfg.doc_host.rstrip('/') + cfg.doc_baseurl.rstrip('/') + '/'
+    sections = sidebar()
+    listed = [n for _, ns in sections for n in ns]
+    notebooks = sorted(p.name for p in nbs.glob('*.ipynb'))
+    if unlisted := sorted(set(notebooks) - set(listed)): sys.exit(f'not in nbs/sidebar.yml: {", ".join(unlisted)}')
+    if missing := sorted(set(listed) - set(notebooks)): sys.exit(f'nbs/sidebar.yml names missing notebooks: {", ".join(missing)}')
+    proc.mkdir(parents=True, exist_ok=True)
+    # nbdev's processing, run as nbdev_proc_nbs runs it: nbdev.serve_drv.main on each notebook, in spawned processes.
+    # Its warning about hidden cells that import and also set a constant (CORPUS) is left out: they are meant to run.
+    os.environ['PYTHONWARNINGS'] = 'ignore:Found cells containing imports and other code:UserWarning'
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as ex:
+        list(ex.map(nbdev.serve_drv.main, [(nbs / n, proc / n, FilterDefaults) for n in listed]))
+    pages = {n: page_name(nbs / n) for n in listed}
+    exporter = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
+    rendered, titles = {}, {}
+    for n in listed:
+        nb = nbformat.read(proc / n, as_version=4)
+        exp = _default_exp(nbformat.read(nbs / n, as_version=4))
+        fm = quarto_cells(nb, f'{cfg.lib_path.name}.{exp}' if exp else '')
+        titles[n] = fm.get('title') or n
+        body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'path': str(nbs)}})
+        rendered[n] = (fm, quarto_ids(body))
+    ids = {pages[n]: set(re.findall(r'\sid="([^"]+)"', body)) for n, (_, body) in rendered.items()}
+    rendered = {n: (fm, fix_links(body, pages[n], pages, site, ids)) for n, (fm, body) in rendered.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'site.css').write_text(SITE_CSS + HtmlFormatter().get_style_defs('.highlight'))
+    (out / 'styles.css').write_text((nbs / 'styles.css').read_text())
+    written = []
+    for n, (fm, body) in rendered.items():
+        desc = f'<div class="description">{markdown2html_mistune(fm["description"])}</div>' if fm.get('description') else ''
+        page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+                f'<title>{html.escape(titles[n])} – {html.escape(cfg.title)}</title>'
+                f'<link rel="stylesheet" href="site.css"><link rel="stylesheet" href="styles.css"></head>\n<body>\n'
+                f'{nav(sections, pages, titles, n)}\n<main><header><h1 class="title">{html.escape(titles[n])}</h1>{desc}</header>\n'
+                f'{body}\n</main></body></html>\n')
+        (out / pages[n]).write_text(page, encoding='utf-8')
+        written.append(out / pages[n])
+    (out / 'pages.json').write_text(json.dumps({pages[n]: titles[n] for n in listed}, indent=1))
+    return written
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--out', type=Path, default=root / '_docs', help='where the site goes')
+    p.add_argument('--proc', type=Path, default=root / '_proc', help="where nbdev's processed notebooks go")
+    p.add_argument('--workers', type=int, default=2, help='notebooks processed at once')
+    a = p.parse_args()
+    written = build(a.out, a.proc, a.workers)
+    print(f'{len(written)} pages in {a.out}; open {a.out / "index.html"}')

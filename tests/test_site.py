@@ -1,0 +1,201 @@
+"""The docs site `make docs` builds without Quarto: a page per notebook with its title, figures and
+show_doc tables, the index as home page, and links that work, as the HTML says and as headless Chromium
+renders it."""
+import asyncio, json, re, shutil, subprocess, sys, tempfile
+from html import unescape
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = '/usr/bin/chromium'
+sys.path.insert(0, str(ROOT / '.ci'))
+from docs import page_name, sidebar  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory) -> Path:
+    "The site, built once for these tests."
+    tmp = tmp_path_factory.mktemp('site')
+    r = subprocess.run([sys.executable, str(ROOT / '.ci' / 'docs.py'), '--out', str(tmp / '_docs'), '--proc', str(tmp / '_proc')],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return tmp / '_docs'
+
+
+def notebooks() -> list[Path]:
+    return sorted((ROOT / 'nbs').glob('*.ipynb'))
+
+
+def title(nb: Path) -> str:
+    "A notebook's title: its first markdown cell's `# ` heading."
+    first = next(c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == 'markdown')
+    return re.match(r'#\s+(.+)', first.source).group(1).strip()
+
+
+def figures(nb: Path) -> int:
+    "Images a reader sees in `nb`: image outputs of cells the site shows."
+    n = 0
+    for c in nbformat.read(nb, as_version=4).cells:
+        if c.cell_type != 'code': continue
+        flags = {f.replace(' ', '') for f in re.findall(r'^#\|\s*(.*?)\s*$', c.source, re.M)}
+        if flags & {'hide', 'include:false', 'output:false', 'export', 'exporti'}: continue
+        n += sum(any(k.startswith('image/') for k in o.get('data', {})) for o in c.get('outputs', []))
+    return n
+
+
+def public_names() -> dict[str, list[str]]:
+    "Each page's documented names, from the package's `_modidx.py` (what nbdev links `name` in prose to)."
+    from artist_hotline._modidx import d
+    pages = {}
+    for mod, syms in d['syms'].items():
+        for sym, (url, _) in syms.items():
+            page, _, anchor = url.partition('#')
+            name = sym[len(mod) + 1:]
+            if '.' not in name and not name.startswith('_'): pages.setdefault(page, []).append(anchor)
+    return pages
+
+
+def test_notebooks_have_outputs():
+    "The notebooks are committed run, with their figures (`make notebooks`), and nothing in an output that changes from run to run."
+    ran = [nb.stem for nb in notebooks() if any(c.get('outputs') for c in nbformat.read(nb, as_version=4).cells if c.cell_type == 'code')]
+    assert len(ran) >= len(notebooks()) - 2, sorted({nb.stem for nb in notebooks()} - set(ran))
+    for nb in notebooks():  # a notebook that plots shows its plots
+        plots = any(re.search(r'\bplt\.|\bplot_\w+\(', c.source) and not re.search(r'^#\|\s*(hide|export)', c.source, re.M)
+                    for c in nbformat.read(nb, as_version=4).cells if c.cell_type == 'code')
+        assert not plots or figures(nb), f'{nb.name} plots but has no figure: run `make notebooks`'
+    assert sum(map(figures, notebooks())) >= 25
+    for nb in notebooks():
+        for c in nbformat.read(nb, as_version=4).cells:
+            for o in c.get('outputs', []):
+                assert o.output_type != 'error', f'{nb.name}: a cell failed: {o.get("ename")}: {o.get("evalue")}'
+                text = json.dumps(o)
+                assert str(ROOT) not in text and not re.search(r'\btmp[a-z0-9_]{8}\b|/ipykernel_\d+/', text), f'{nb.name}: a run-specific path in an output'
+
+
+def test_every_notebook_a_page(site):
+    pages = json.loads((site / 'pages.json').read_text())
+    listed = [n for _, names in sidebar() for n in names]
+    assert sorted(listed) == [p.name for p in notebooks()]
+    assert sorted(pages) == sorted(page_name(ROOT / 'nbs' / n) for n in listed)
+    assert 'index.html' in pages and 'audio.html' in pages and '01_audio.html' not in pages
+    for nb in notebooks():
+        html = (site / page_name(nb)).read_text()
+        assert f'<h1 class="title">{title(nb)}</h1>' in html.replace('&#x27;', "'"), nb.name
+        assert html.count('<img') >= figures(nb), (nb.name, html.count('<img'), figures(nb))
+        assert '.ipynb"' not in html and 'href="https://artist-hotline.github.io' not in html, nb.name
+        assert '#| ' not in html and ':::' not in html, nb.name  # Quarto's directives and fences are not shown as text
+
+
+def test_show_doc_tables(site):
+    "Every public name nbdev links to is a heading on its page, and documented functions have their parameter tables."
+    for page, anchors in public_names().items():
+        html = (site / page).read_text()
+        ids = set(re.findall(r'\sid="([^"]+)"', html))
+        assert not (missing := sorted(set(anchors) - ids)), (page, missing)
+    audio = (site / 'audio.html').read_text()
+    assert re.search(r'<table>.*?<th>.*?Type.*?</th>.*?payload', audio, re.S), 'show_doc parameter table'
+    assert 'data:image/png;base64,' in (site / 'vad.html').read_text()  # figures are inside the page
+
+
+def test_links_resolve(site):
+    "Every relative link names a page that exists, and an anchor on it (checked without a browser too)."
+    ids = {p.name: set(re.findall(r'\sid="([^"]+)"', p.read_text())) for p in site.glob('*.html')}
+    for page in site.glob('*.html'):
+        for href in map(unescape, re.findall(r'href="([^"]+)"', page.read_text())):
+            if re.match(r'^[a-z]+:', href): continue
+            path, _, frag = href.partition('#')
+            target = path or page.name
+            assert (site / target).exists(), (page.name, href)
+            if frag and target.endswith(".html"): assert frag in ids[target], (page.name, href)
+
+
+class Tab:
+    "One Chromium tab driven over the DevTools protocol."
+    def __init__(self, ws): self.ws, self.n, self.events = ws, 0, []
+
+    async def call(self, method: str, **params) -> dict:
+        self.n += 1
+        await self.ws.send_json({'id': self.n, 'method': method, 'params': params})
+        while True:
+            m = await self.ws.receive_json()
+            if m.get('id') == self.n:
+                if 'error' in m: raise RuntimeError(f'{method}: {m["error"]}')
+                return m.get('result', {})
+            self.events.append(m)
+
+    async def open(self, url: str) -> dict:
+        "Load `url` and return what the page shows (title, images, links, ids)."
+        self.events.clear()
+        nav = await self.call('Page.navigate', url=url)
+        assert not nav.get('errorText'), (url, nav)
+        while not any(e.get('method') == 'Page.loadEventFired' for e in self.events): self.events.append(await self.ws.receive_json())
+        r = await self.call('Runtime.evaluate', returnByValue=True, expression="""({
+            title: document.title, h1: document.querySelector('h1.title')?.textContent,
+            images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
+            links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+            ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+            sidebar: document.querySelectorAll('nav.sidebar a').length, tables: document.querySelectorAll('table').length})""")
+        return r['result']['value']
+
+
+async def chromium_pages(urls: list[str]) -> dict[str, dict]:
+    "Each of `urls` as headless Chromium shows it."
+    ud = tempfile.mkdtemp(prefix='chromium-')
+    p = await asyncio.create_subprocess_exec(
+        CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--remote-debugging-port=0', f'--user-data-dir={ud}', 'about:blank',
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        while not (m := re.search(rb'DevTools listening on (ws://\S+)', await asyncio.wait_for(p.stderr.readline(), 60))): pass
+        port = urlsplit(m.group(1).decode()).port
+        async with aiohttp.ClientSession() as http:
+            target = next(t for t in await (await http.get(f'http://127.0.0.1:{port}/json/list')).json() if t['type'] == 'page')
+            async with http.ws_connect(target['webSocketDebuggerUrl'], max_msg_size=0) as ws:
+                tab = Tab(ws)
+                await tab.call('Page.enable')
+                return {u: await asyncio.wait_for(tab.open(u), 60) for u in urls}
+    finally:
+        p.kill(); await p.wait()
+        shutil.rmtree(ud, ignore_errors=True)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason='Debian chromium is not installed (apt-get install -y chromium)')
+async def test_site_in_headless_chromium(site):
+    "Every page loads in Chromium with its title, its sidebar and every figure drawn; no link leads nowhere."
+    base = site.as_uri() + '/'
+    pages = {page_name(nb): nb for nb in notebooks()}
+    seen = await chromium_pages([base + name for name in pages])
+    ids = {url[len(base):]: set(v['ids']) for url, v in seen.items()}
+    for url, v in seen.items():
+        nb = pages[url[len(base):]]
+        assert v['h1'] == title(nb) and v['title'].startswith(title(nb)), (nb.name, v['title'], v['h1'])
+        assert v['sidebar'] == len(pages), nb.name  # the home link and every other page
+        assert len(v['images']) >= figures(nb) and all(v['images']), (nb.name, v['images'])
+        for link in v['links']:
+            if not link.startswith(base): continue
+            path, _, frag = unquote(link[len(base):]).partition('#')
+            assert (site / path).exists(), (nb.name, link)
+            if frag and path in ids: assert frag in ids[path], (nb.name, link)
+    assert seen[base + 'audio.html']['tables'] > 0 and sum(len(v["images"]) for v in seen.values()) >= 25
+
+
+def test_make_notebooks_masks_what_is_random():
+    "`make notebooks` masks temp folders, ports, simulated SIDs and stream tokens, and flags what it cannot mask."
+    import nbformat.v4 as v4
+    from notebooks import stable, volatile
+    nb = v4.new_notebook(cells=[v4.new_code_cell('x', outputs=[
+        v4.new_output('stream', name='stderr', text='kept in /tmp/tmpab12_x9z/pending.jsonl\n'),
+        v4.new_output('execute_result', data={'text/plain': "('http://127.0.0.1:41555', 'CA33e089b3205fbc6e7339a529b6567d89', "
+                                                             "'AC00000000000000000000000000000000', '1796146558.ZHOwbhoJj0T_j7Bo2zcjq5od1eZtIdIM')"})])])
+    assert len(volatile(nb)) == 4
+    stable(nb)
+    out = nb.cells[0].outputs
+    assert out[0].text == 'kept in /tmp/tmp…/pending.jsonl\n'
+    assert out[1].data['text/plain'] == "('http://127.0.0.1:PORT', 'CA…', 'AC00000000000000000000000000000000', 'EXPIRY.SIGNATURE')"
+    assert volatile(nb) == []
+    nb.cells[0].outputs = [v4.new_output('stream', name='stdout', text=f'{ROOT}/out/demo <object at 0x7f17c3eca4a0>')]
+    assert len(volatile(nb)) == 2  # the checkout's path and an address: the notebook must show them otherwise
