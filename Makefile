@@ -32,7 +32,7 @@ pytest: $(VENV)/.installed
 readme:
 	$(PY) .ci/readme.py
 
-# Every notebook re-run top to bottom in a Jupyter kernel ("Run All"), kept with its outputs (about 3 min).
+# Every notebook re-run top to bottom in a Jupyter kernel ("Run All"), kept with its outputs (about 5 min, one at a time).
 notebooks: $(VENV)/.installed
 	$(BIN)/python .ci/notebooks.py
 

@@ -8,10 +8,11 @@ configuration (.github/workflows/deploy.yaml). Pages are named as nbdev names th
 audio.html), so the `_modidx.py` links and links between notebooks work in both.
 """
 import argparse, html, json, multiprocessing, os, re, sys
+from urllib.parse import unquote
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import yaml
+import nbformat, yaml
 
 root = Path(__file__).resolve().parents[1]
 nbs = root / 'nbs'
@@ -62,15 +63,22 @@ def directives(src: str) -> tuple[dict, str]:
     "Quarto's `#| key: value` lines at the top of a cell, and the source without them."
     lines, d = src.splitlines(), {}
     while lines and (m := DIRECTIVE.match(lines[0])):
-        d[m.group(1)] = m.group(2).strip('"').lower()
+        v = m.group(2).strip('"')
+        d[m.group(1)] = v.lower() if v.lower() in ('true', 'false') else v
         lines.pop(0)
     return d, '\n'.join(lines)
+
+
+def _shown(v) -> str:
+    "A type or default as the table shows it: as written in code."
+    text = v.__name__ if isinstance(v, type) else repr(v) if not isinstance(v, str) or v == '' else v
+    return f'<code>{html.escape(text)}</code>'
 
 
 def param_table(src: str, module: str) -> str:
     "The parameter table (as fastcore's `DocmentTbl` lays it out) for a `show_doc(name)` cell of the notebook exporting `module`; '' if none."
     # fastcore 1.8 shows docments as comments in the signature; the table is the layout nbdev's sites had before
-    import importlib, inspect
+    import dataclasses, importlib, inspect, warnings
     from fastcore.docments import docments
     m = re.search(r'show_doc\(([\w.]+)', src)
     if not m or not module: return ''
@@ -78,14 +86,21 @@ def param_table(src: str, module: str) -> str:
         obj = importlib.import_module(module)
         for part in m.group(1).split('.'): obj = getattr(obj, part)
         dm = {k: v for k, v in docments(obj, full=True).items() if k != 'self'}
-    except (AttributeError, ImportError, TypeError, ValueError): return ''
+    except Exception as e:  # a name show_doc rendered but docments cannot read: the page keeps the signature alone
+        warnings.warn(f'{module}.{m.group(1)}: no parameter table ({e})')
+        return ''
     if not any(v.get('docment') for v in dm.values()): return ''
-    cell = lambda v: '' if v is inspect._empty or v is None else str(getattr(v, '__name__', v)).replace('|', '\\|').replace('\n', ' ')
-    has_default = any(v.get('default', inspect._empty) is not inspect._empty for v in dm.values())
-    head = ['', '**Type**'] + (['**Default**'] if has_default else []) + ['**Details**']
-    rows = [[('**Returns**' if k == 'return' else k), cell(v.get('anno'))] + ([cell(v.get('default'))] if has_default else []) + [cell(v.get('docment'))]
-            for k, v in dm.items() if k != 'return' or v.get('anno') is not inspect._empty]
-    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in [head, ['--'] * len(head)] + rows)
+    empty = inspect.Parameter.empty
+    ret = dm.pop('return', {})
+    has_default = any(v.get('default', empty) is not empty for v in dm.values())
+    cells = lambda name, v: [name, _shown(v['anno']) if v.get('anno', empty) is not empty else ''] + (
+        [_shown(v['default']) if v.get('default', empty) is not empty else ''] if has_default else []) + [re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(v.get('docment') or ''))]
+    rows = [cells(html.escape(k), v) for k, v in dm.items()]
+    if ret.get('anno', empty) not in (empty, None, 'None') and not dataclasses.is_dataclass(obj): rows.append(cells('<strong>Returns</strong>', ret))
+    head = ['', 'Type'] + (['Default'] if has_default else []) + ['Details']
+    # an HTML block, which markdown passes through whole (types hold `|`, defaults `<factory>`)
+    return ('<table class="params"><thead><tr>' + ''.join(f'<th>{h}</th>' for h in head) + '</tr></thead><tbody>'
+            + ''.join('<tr>' + ''.join(f'<td>{c}</td>' for c in r) + '</tr>' for r in rows) + '</tbody></table>')
 
 
 def quarto_cells(nb, module: str = '') -> dict:
@@ -96,7 +111,7 @@ def quarto_cells(nb, module: str = '') -> dict:
             fm.update(yaml.safe_load(c.source.strip().strip('-')) or {})
             continue
         if c.cell_type == 'markdown':
-            c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith(':::'))
+            c.source = drop_fences(c.source)
             if c.source.strip(): cells.append(c)
             continue
         if c.cell_type != 'code': continue
@@ -108,10 +123,21 @@ def quarto_cells(nb, module: str = '') -> dict:
         if d.get('output') == 'false': c.outputs = []
         for o in c.get('outputs', []):
             if 'text/markdown' in o.get('data', {}): o.data['text/markdown'] = show_doc_md(''.join(o.data['text/markdown']))
+        if d.get('fig-cap') and c.get('outputs'):  # Quarto's caption, under the figure
+            c.outputs.append(nbformat.v4.new_output('display_data', data={'text/markdown': f'*{d["fig-cap"]}*'}))
         if d.get('echo') == 'false' or not c.source.strip(): c.metadata.transient = {"remove_source": True}
         if c.source.strip() or c.get('outputs'): cells.append(c)
     nb.cells = cells
     return fm
+
+
+def drop_fences(md: str) -> str:
+    "Markdown without Quarto's `:::` fenced-div lines (those inside code blocks stay)."
+    out, code = [], False
+    for line in md.splitlines():
+        if line.lstrip().startswith('```'): code = not code
+        if code or not line.startswith(':::'): out.append(line)
+    return '\n'.join(out)
 
 
 def show_doc_md(md: str) -> str:
@@ -121,13 +147,21 @@ def show_doc_md(md: str) -> str:
 
 
 def slug(text: str) -> str:
-    "A heading's id as Quarto makes it: lower case, spaces to dashes, other punctuation dropped."
-    return re.sub(r'[^\w\-.]', '', re.sub(r'\s+', '-', html.unescape(re.sub(r'<[^>]+>', '', text)).strip().lower()))
+    "A heading's id as Pandoc (Quarto) makes it: lower case; letters, digits, `_-.` kept; spaces to dashes; nothing before the first letter."
+    text = html.unescape(re.sub(r'<[^>]+>', '', unquote(text))).strip().lower()
+    text = re.sub(r'[^\w\-.]', '', re.sub(r'\s+', '-', text))
+    while text and not text[0].isalpha(): text = text[1:]
+    return text or 'section'
 
 
 def quarto_ids(body: str) -> str:
-    "Headings' ids, and links to them on the same page, as Quarto makes them (what nbdev's `_modidx.py` links to)."
-    body = re.sub(r'<(h[1-6]) id="([^"]*)"', lambda m: f'<{m.group(1)} id="{slug(m.group(2))}"', body)
+    """Headings' ids, and links to them on the same page, as Quarto makes them (what nbdev's `_modidx.py` links to):
+    a repeated id gets -1, -2 in page order."""
+    seen = {}
+    def heading(m):
+        base = slug(m.group(2)); n = seen.get(base, 0); seen[base] = n + 1
+        return f'<{m.group(1)} id="{base}{f"-{n}" if n else ""}"'
+    body = re.sub(r'<(h[1-6]) id="([^"]*)"', heading, body)
     return re.sub(r'href="#([^"]*)"', lambda m: f'href="#{slug(m.group(1))}"', body)
 
 
@@ -140,7 +174,8 @@ def fix_links(body: str, page: str, pages: dict[str, str], site: str, ids: dict[
         path, _, frag = url.partition('#')
         if Path(path).name in pages: path = pages[Path(path).name]
         here = ids.get(path or page)
-        if frag and here is not None and frag not in here:  # a method or private name without a heading of its own
+        if frag and here is not None and frag not in here and ('.' in frag or frag.startswith('_')):
+            # nbdev links every name in `_modidx.py`; a method or a private name has no heading of its own
             frag = frag.split('.')[0] if frag.split('.')[0] in here else ''
         return 'href="' + html.escape(path + ('#' + frag if frag else ''), quote=True) + '"'
     return re.sub(r'href="([^"]+)"', href, body)
@@ -158,7 +193,7 @@ def nav(sections, pages, titles, current: str) -> str:
 
 def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int = 2) -> list[Path]:
     "Build the site into `out` (processed notebooks in `proc`); the pages written."
-    import nbdev.serve_drv, nbformat
+    import nbdev.serve_drv
     from nbconvert import HTMLExporter
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
     from nbdev.processors import FilterDefaults, _default_exp
@@ -178,6 +213,7 @@ def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as ex:
         list(ex.map(nbdev.serve_drv.main, [(nbs / n, proc / n, FilterDefaults) for n in listed]))
     pages = {n: page_name(nbs / n) for n in listed}
+    if len(set(pages.values())) < len(pages): sys.exit(f'two notebooks make the same page: {sorted(pages.values())}')
     exporter = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
     rendered, titles = {}, {}
     for n in listed:
@@ -190,6 +226,8 @@ def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int 
     ids = {pages[n]: set(re.findall(r'\sid="([^"]+)"', body)) for n, (_, body) in rendered.items()}
     rendered = {n: (fm, fix_links(body, pages[n], pages, site, ids)) for n, (fm, body) in rendered.items()}
     out.mkdir(parents=True, exist_ok=True)
+    if (old := out / 'pages.json').exists():  # the pages of the last build, so a renamed notebook leaves none behind
+        for name in json.loads(old.read_text()): (out / name).unlink(missing_ok=True)
     (out / 'site.css').write_text(SITE_CSS + HtmlFormatter().get_style_defs('.highlight'))
     (out / 'styles.css').write_text((nbs / 'styles.css').read_text())
     written = []
