@@ -13,12 +13,13 @@ import numpy as np
 import openai
 import soxr
 from httpx_aiohttp import HttpxAiohttpClient
-from elevenlabs import VoiceSettings
+from elevenlabs import VoiceSettings as ElevenLabsVoiceSettings
 from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
 from elevenlabs.core.parse_error import ParsingError
 
 from .audio import SAMPLE_RATE, ulaw_encode, wav_bytes
+from .persona import VoiceSettings
 from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
 from .settings import ELEVENLABS_URL, OPENAI_URL
 
@@ -26,13 +27,13 @@ try: import httpx2  # the HTTP layer of openai >= 3; older releases use httpx
 except ImportError: httpx2 = httpx
 
 # %% auto #0
-__all__ = ['provider_error', 'OpenAISTT', 'OpenAIChat', 'ElevenLabsTTS', 'OpenAITTS']
+__all__ = ['error_detail', 'provider_error', 'check_raw', 'OpenAISTT', 'OpenAIChat', 'chat_line', 'ElevenLabsTTS', 'OpenAITTS']
 
 # %% ../nbs/05b_cloud.ipynb #0193a222
 _SDK_ERRORS = (openai.OpenAIError, ApiError, ParsingError, httpx.HTTPError, httpx2.HTTPError, ValueError)
 _TIMEOUTS = (openai.APITimeoutError, httpx.TimeoutException, httpx2.TimeoutException)
 
-def _detail(body) -> str | None:
+def error_detail(body) -> str | None:
     "The human message inside an OpenAI (`error.message`) or ElevenLabs (`detail.message`) error body."
     if isinstance(body, dict):
         inner = body.get('error', body.get('detail', body))
@@ -46,8 +47,8 @@ def provider_error(name: str, # the provider's name, e.g. 'openai:gpt-4o-mini'
                   ) -> ProviderError:
     "A `ProviderError` saying in one line what went wrong with provider `name`."
     if isinstance(e, _TIMEOUTS): why = 'timed out'
-    elif isinstance(e, openai.APIStatusError): why = f'HTTP {e.status_code}: {_detail(e.body) or e.message}'
-    elif isinstance(e, ApiError): why = f'HTTP {e.status_code}: {_detail(e.body) or e.body}'
+    elif isinstance(e, openai.APIStatusError): why = f'HTTP {e.status_code}: {error_detail(e.body) or e.message}'
+    elif isinstance(e, ApiError): why = f'HTTP {e.status_code}: {error_detail(e.body) or e.body}'
     elif isinstance(e, (openai.APIConnectionError, httpx.TransportError, httpx2.TransportError)):
         cause = e.__cause__ or e.__context__
         why = f'connection failed ({cause or e})'
@@ -74,7 +75,7 @@ class _OpenAIAdapter:
         "Close the HTTP connections, unless the client was shared with us."
         if self._owns: await self.client.close()
 
-def _check_raw(head: bytes, name: str, expected: str):
+def check_raw(head: bytes, name: str, expected: str):
     "Refuse a body that starts like a container file when headerless audio was asked for."
     for magic, what in ((b'RIFF', 'a WAV file'), (b'ID3', 'an MP3 file'), (b'OggS', 'an Ogg file'),
                         (b'fLaC', 'a FLAC file'), (b'{"', 'JSON'), (b'<!', 'HTML'), (b'<html', 'HTML')):
@@ -138,11 +139,11 @@ class OpenAIChat(_OpenAIAdapter, LanguageModel):
                     max_tokens=self.max_tokens * (4 if response_format else 1), temperature=self.temperature, timeout=self.timeout,
                     **fmt) as resp:
                 async for line in resp.iter_lines():
-                    if (text := _chat_line(line, self.name, usage)) is None: break
+                    if (text := chat_line(line, self.name, usage)) is None: break
                     if text: yield text
         except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
 
-def _chat_line(line: str, # one line of a streamed chat completion
+def chat_line(line: str, # one line of a streamed chat completion
                name: str, # the provider, for errors
                usage: dict | None, # filled with the token counts when the line carries them
               ) -> str | None:
@@ -151,7 +152,7 @@ def _chat_line(line: str, # one line of a streamed chat completion
     data = line[5:].strip()
     if data == '[DONE]': return None
     d = json.loads(data)
-    if isinstance(d, dict) and d.get('error'): raise ProviderError(f'{name}: {_detail(d) or "error while streaming"}')
+    if isinstance(d, dict) and d.get('error'): raise ProviderError(f'{name}: {error_detail(d) or "error while streaming"}')
     try:
         choices, counts = d.get('choices') or [], d.get('usage')
         text = (choices[0].get('delta') or {}).get('content') or '' if choices else ''
@@ -169,19 +170,14 @@ class ElevenLabsTTS(TextToSpeech):
                  api_key: str | None = None, # key (settings: `ELEVENLABS_API_KEY`)
                  base_url: str = ELEVENLABS_URL, # API base URL (settings: `ELEVENLABS_BASE_URL`)
                  model: str = 'eleven_flash_v2_5', # the low-latency model
-                 stability: float = 0.4, # persona `voice.stability`
-                 similarity_boost: float = 0.75, # persona `voice.similarity_boost`
-                 style: float = 0., # persona `voice.style` (0 is fastest)
-                 speed: float = 1., # persona `voice.speed`
-                 use_speaker_boost: bool = True, # persona `voice.use_speaker_boost`
+                 voice: VoiceSettings = VoiceSettings(), # the persona's `voice` (stability, similarity, style, speed, speaker boost)
                  optimize_streaming_latency: int | None = 3, # 0..4 (4 also skips text normalisation: numbers suffer); None: not sent
                  timeout: float = 10., # seconds allowed to connect and between streamed chunks
                 ):
         self.name = f'elevenlabs:{model}'
         if not api_key: raise ProviderError(f'{self.name}: no API key given')
         self.voice_id, self.model, self.timeout, self.optimize_streaming_latency = voice_id, model, timeout, optimize_streaming_latency
-        self.voice_settings = VoiceSettings(stability=stability, similarity_boost=similarity_boost, style=style,
-                                            speed=speed, use_speaker_boost=use_speaker_boost)
+        self.voice_settings = ElevenLabsVoiceSettings(**voice.elevenlabs_settings())
         self._http = HttpxAiohttpClient(timeout=timeout, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
         self.client = AsyncElevenLabs(api_key=api_key, base_url=base_url, httpx_client=self._http)
 
@@ -195,7 +191,7 @@ class ElevenLabsTTS(TextToSpeech):
                     voice_settings=self.voice_settings, optimize_streaming_latency=self.optimize_streaming_latency,
                     request_options={'max_retries': 0, 'timeout_in_seconds': self.timeout, 'chunk_size': None})) as audio:  # as received
                 async for chunk in audio:
-                    if first: _check_raw(chunk, self.name, 'ulaw_8000'); first = False
+                    if first: check_raw(chunk, self.name, 'ulaw_8000'); first = False
                     if chunk: yield chunk
         except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
 
@@ -229,7 +225,7 @@ class OpenAITTS(_OpenAIAdapter, TextToSpeech):
             async with self.client.audio.speech.with_streaming_response.create(
                     model=self.model, voice=self.voice, input=text, response_format='pcm', timeout=self.timeout, **extra) as resp:
                 async for chunk in resp.iter_bytes():
-                    if first and chunk: _check_raw(chunk, self.name, 'pcm'); first = False
+                    if first and chunk: check_raw(chunk, self.name, 'pcm'); first = False
                     data = carry + chunk
                     whole = len(data) // 2 * 2  # a chunk may end half way through a sample
                     carry = data[whole:]

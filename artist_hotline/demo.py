@@ -12,8 +12,9 @@ import numpy as np
 from aiohttp import web
 
 from .audio import SAMPLE_RATE, resample, write_wav
-from .call import Call, TurnRecord
-from .server import FINISHED, PROVIDERS, SINK, STORE, create_app
+from .call import Call
+from .records import CallRecord, TurnRecord
+from .server import FINISHED, LINES, SINK, STORE, create_app
 from .settings import CallSettings, Settings
 from .store import Store, StoreSink
 from .simulate import SimResult, Step, simulate_call
@@ -64,13 +65,13 @@ def demo_script(folder: str | Path = RECORDINGS / 'caller', # where the caller's
 class PrintSink(StoreSink):
     "Writes the call to the store, and prints the conversation as it happens."
     def __init__(self, store: Store, write=print): super().__init__(store); self.write = write
-    async def turn(self, call: Call, rec: TurnRecord):
+    async def turn(self, call: CallRecord, rec: TurnRecord):
         await super().turn(call, rec)
         if rec.caller_text and rec.outcome == 'pending': self.write(f'  caller: {rec.caller_text}')
         elif rec.outcome == 'junk': self.write(f'  caller: ({rec.caller_text or "noise"}: no reply, {rec.error})')
         elif rec.interrupted: self.write(f'  bot:    {rec.reply_text.strip() or "..."} [cut off by the caller; heard: "{rec.heard_text}"]')
         elif rec.outcome != 'pending' and rec.heard_text: self.write(f'  bot:    {rec.heard_text}')
-    async def event(self, call: Call, kind: str, detail: dict):
+    async def event(self, call: CallRecord, kind: str, detail: dict):
         await super().event(call, kind, detail)
         if kind in ('barge_in', 'fallback', 'provider_error'): self.write(f'  ({kind.replace("_", " ")}: {json.dumps(detail)[:120]})')
 
@@ -183,7 +184,7 @@ async def run_demo(out: str | Path = 'out/demo', # folder for the call WAV, plot
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, '127.0.0.1', 0); await site.start()
         base = f'http://127.0.0.1:{runner.addresses[0][1]}'
-        providers = app[PROVIDERS].describe()
+        providers = app[LINES].providers.describe()
         write(f'hotline on {base}; engines: {json.dumps(providers)}')
         write(f'calling with {len(script)} caller utterances...')
         t0 = time.monotonic()

@@ -150,7 +150,7 @@ def sphinx_heard(case: Case, # any case
                 ) -> list:
     "(time, partial transcript) as pocketsphinx decodes the case's audio incrementally (arrival = chunk end + decoding time)."
     from artist_hotline.offline import SphinxSTT
-    d = SphinxSTT(workers=0)._borrow()
+    d = SphinxSTT(workers=0).decoder()
     x, step, out, last = resample(case.pcm, SAMPLE_RATE, 16000), int(chunk_s * 16000), [], ''
     d.start_utt()
     for i in range(0, len(x), step):
@@ -169,11 +169,10 @@ def replay(case: Case, # what to play
           ) -> list[Utterance]:
     "The turns a turn-taker ends on this case."
     tt, done, feed = TurnTaker(settings), [], sorted(heard or [])
-    tt.streaming = heard is not None
     for k, f in enumerate(frames(case.pcm)):
         at = (k + 1) * FRAME_MS / 1000
         while feed and feed[0][0] <= at: tt.heard(feed.pop(0)[1], at)
-        done += [e.utterance for e in tt.push(f, at) if isinstance(e, TurnOver)]
+        done += [e.utterance for e in tt.push(f, at, hearing=heard is not None) if isinstance(e, TurnOver)]
     return done
 
 def judge(case: Case, # a case

@@ -564,7 +564,8 @@ def _summary(said: list[dict], # the request's messages
     if ((response_format or {}).get('json_schema') or {}).get('name') == 'call_insights':
         from artist_hotline.insights import heuristic_insights
         return json.dumps(heuristic_insights(lines))  # a model that keeps to the schema
-    if not (said[0]['role'] == 'system' and said[0]['content'].startswith('Summarise')): return ''
+    from artist_hotline.aftercall import SUMMARY_PROMPT
+    if not (said[0]['role'] == 'system' and said[0]['content'] == SUMMARY_PROMPT): return ''
     return 'The caller talked about: ' + '; '.join(lines[-4:]) + '.' if lines else 'The caller said nothing of note.'
 
 async def _chat(request: web.Request) -> web.StreamResponse:

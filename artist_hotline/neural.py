@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from .audio import SAMPLE_RATE, resample, ulaw_decode, ulaw_encode
-from .offline import _SENTENCE_END
+from .offline import SENTENCE_END
 from .providers import ProviderError, SpeechToText, StreamingSpeechToText, TextToSpeech, TranscriptStream
 
 # %% auto #0
@@ -288,7 +288,7 @@ class PiperTTS(TextToSpeech):
                    ) -> AsyncIterator[bytes]:
         "8 kHz µ-law audio of `text`, made in a worker thread one sentence at a time."
         loop = asyncio.get_running_loop()
-        for sentence in _SENTENCE_END.split(text.strip()):
+        for sentence in SENTENCE_END.split(text.strip()):
             if not sentence: continue
             ulaw = await loop.run_in_executor(None, self.render, sentence)
             for i in range(0, len(ulaw), self.chunk): yield ulaw[i:i + self.chunk]

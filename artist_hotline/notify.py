@@ -15,8 +15,8 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 # %% auto #0
-__all__ = ['TWILIO_AUTH', 'TWILIO_SENT', 'sms_body', 'fake_twilio_api', 'NotifyError', 'send_sms', 'send_call_summary_sms',
-           'email_message', 'send_email']
+__all__ = ['TWILIO_AUTH', 'TWILIO_SENT', 'sms_body', 'twilio_error', 'twilio_authorised', 'twilio_date', 'fake_twilio_api',
+           'NotifyError', 'send_sms', 'send_call_summary_sms', 'email_message', 'send_email']
 
 # %% ../nbs/12c_notify.ipynb #97953d11
 def sms_body(caller: str, # the caller's number
@@ -34,35 +34,35 @@ def sms_body(caller: str, # the caller's number
 TWILIO_AUTH = web.AppKey('twilio_auth', tuple)
 TWILIO_SENT = web.AppKey('twilio_sent', list)
 
-def _error(status: int, code: int, message: str) -> web.Response:
+def twilio_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response({'code': code, 'message': message, 'more_info': f'https://www.twilio.com/docs/errors/{code}', 'status': status}, status=status)
 
-def _authorised(request: web.Request) -> bool:
+def twilio_authorised(request: web.Request) -> bool:
     sid, token = request.app[TWILIO_AUTH]
     want = 'Basic ' + base64.b64encode(f'{sid}:{token}'.encode()).decode()
     return hmac.compare_digest(request.headers.get('Authorization', '').encode(), want.encode()) and request.match_info['sid'] == sid
 
-def _now() -> str: return datetime.now(timezone.utc).strftime('%a, %d %b %Y %H:%M:%S +0000')
+def twilio_date() -> str: return datetime.now(timezone.utc).strftime('%a, %d %b %Y %H:%M:%S +0000')
 
 async def _messages(request: web.Request) -> web.Response:
-    if not _authorised(request): return _error(401, 20003, 'Authenticate')
+    if not twilio_authorised(request): return twilio_error(401, 20003, 'Authenticate')
     form = dict(await request.post())
     request.app[TWILIO_SENT].append(dict(kind='message', **form))
-    if not form.get('To', '').lstrip('+').isdigit(): return _error(400, 21211, f"Invalid 'To' Phone Number: {form.get('To', '')}")
-    if not form.get('Body'): return _error(400, 21602, 'Message body is required.')
+    if not form.get('To', '').lstrip('+').isdigit(): return twilio_error(400, 21211, f"Invalid 'To' Phone Number: {form.get('To', '')}")
+    if not form.get('Body'): return twilio_error(400, 21602, 'Message body is required.')
     sid, acct = 'SM' + secrets.token_hex(16), request.match_info['sid']
     return web.json_response({'sid': sid, 'account_sid': acct, 'to': form['To'], 'from': form.get('From'), 'body': form['Body'],
                               'status': 'queued', 'direction': 'outbound-api', 'num_segments': '1', 'num_media': '0',
-                              'api_version': '2010-04-01', 'date_created': _now(), 'date_updated': _now(), 'date_sent': None,
+                              'api_version': '2010-04-01', 'date_created': twilio_date(), 'date_updated': twilio_date(), 'date_sent': None,
                               'price': None, 'price_unit': 'USD', 'error_code': None, 'error_message': None, 'subresource_uris': {},
                               'uri': f'/2010-04-01/Accounts/{acct}/Messages/{sid}.json'}, status=201)
 
 async def _call_update(request: web.Request) -> web.Response:
-    if not _authorised(request): return _error(401, 20003, 'Authenticate')
+    if not twilio_authorised(request): return twilio_error(401, 20003, 'Authenticate')
     form, acct, sid = dict(await request.post()), request.match_info['sid'], request.match_info['call']
     request.app[TWILIO_SENT].append(dict(kind='call', CallSid=sid, **form))
     return web.json_response({'sid': sid, 'account_sid': acct, 'status': form.get('Status', 'in-progress'), 'api_version': '2010-04-01',
-                              'date_updated': _now(), 'uri': f'/2010-04-01/Accounts/{acct}/Calls/{sid}.json'})
+                              'date_updated': twilio_date(), 'uri': f'/2010-04-01/Accounts/{acct}/Calls/{sid}.json'})
 
 def fake_twilio_api(account_sid: str, # the account it accepts
                     auth_token: str, # its auth token

@@ -23,8 +23,8 @@ from .providers import (LanguageModel, ProviderError, SpeechToText, StreamingSpe
                                       TranscriptStream)
 
 # %% auto #0
-__all__ = ['SPHINX_CONFIG', 'SPHINX_RATE', 'CALLER_VOICE', 'words', 'word_errors', 'word_error_rate', 'SphinxSTT', 'labelled',
-           'espeak_synth', 'EspeakTTS', 'ScriptedBrain']
+__all__ = ['SPHINX_CONFIG', 'SPHINX_RATE', 'SENTENCE_END', 'CALLER_VOICE', 'words', 'word_errors', 'word_error_rate', 'SphinxSTT',
+           'labelled', 'espeak_synth', 'EspeakTTS', 'ScriptedBrain']
 
 # %% ../nbs/05a_offline.ipynb #7a71b359
 _ONES = 'zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen'.split()
@@ -140,7 +140,7 @@ class SphinxSTT(SpeechToText, StreamingSpeechToText):
         self._keys = itertools.count()
         self._worker = importlib.import_module('artist_hotline.offline')  # spawned processes find the functions by module name
 
-    def _borrow(self)->Decoder:
+    def decoder(self)->Decoder:
         "An idle decoder; a new one while fewer than `max_decoders` exist, else wait for one (blocking)."
         with self._lock:
             try: return self._idle.get_nowait()
@@ -156,7 +156,7 @@ class SphinxSTT(SpeechToText, StreamingSpeechToText):
     def load(self)->SphinxSTT:
         "Start the decoding processes (or build the first in-process decoder) now, so the first caller does not wait."
         if not self.workers:
-            self._idle.put(self._borrow())
+            self._idle.put(self.decoder())
             return self
         with self._lock:
             if not self._lanes:
@@ -188,7 +188,7 @@ class SphinxSTT(SpeechToText, StreamingSpeechToText):
         if pcm.dtype != np.int16: raise TypeError(f'SphinxSTT needs int16 samples, got {pcm.dtype}')
         x = resample(pcm, sr, SPHINX_RATE)
         if len(x) < SPHINX_RATE // 10: return ''  # under 0.1 s: nothing to decode
-        d = self._borrow()
+        d = self.decoder()
         try:
             d.reinit_feat()  # forget the noise estimate of the previous utterance (another caller's, perhaps): ~25 µs
             d.start_utt()
@@ -358,7 +358,7 @@ def espeak_synth(text:str, # what to say (plain text)
         return (e.synth(text, voice, rate, end_pause) if text.strip() else np.zeros(0, np.int16)), e.sr
 
 # %% ../nbs/05a_offline.ipynb #e5806155
-_SENTENCE_END = re.compile(r'(?<=[.!?…])\s+')
+SENTENCE_END = re.compile(r'(?<=[.!?…])\s+')
 
 class EspeakTTS(TextToSpeech):
     "Offline text-to-speech with eSpeak NG, streaming 8 kHz µ-law sentence by sentence."
@@ -376,7 +376,7 @@ class EspeakTTS(TextToSpeech):
                    )->AsyncIterator[bytes]:
         "8 kHz µ-law audio of `text`, made in a worker thread one sentence at a time."
         loop = asyncio.get_running_loop()
-        for sentence in _SENTENCE_END.split(text.strip()):
+        for sentence in SENTENCE_END.split(text.strip()):
             if not sentence: continue
             pcm, sr = await loop.run_in_executor(None, partial(espeak_synth, sentence, self.voice, self.rate, True))
             ulaw = ulaw_encode(resample(pcm, sr, SAMPLE_RATE)).tobytes()

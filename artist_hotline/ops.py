@@ -11,7 +11,8 @@ from typing import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .call import CallSink, TurnRecord
+from .providers import paid
+from .records import CallSink, TurnRecord
 
 # %% auto #0
 __all__ = ['CALL_SID', 'STAGES', 'JsonFormatter', 'TextFormatter', 'setup_logging', 'Metrics', 'Prices', 'SpendWatch',
@@ -108,7 +109,7 @@ class Prices:
 
     def paid(self, engine: str) -> bool:
         "Is this engine a paid cloud service (its name names a provider, `openai:…`)?"
-        return self.charge_offline or ':' in (engine or '')
+        return self.charge_offline or paid(engine)
 
     def turn_cost(self, rec: TurnRecord, # a finished turn
                  ) -> float:

@@ -13,7 +13,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from .notify import TWILIO_AUTH, TWILIO_SENT, _authorised, _error, _now
+from .notify import TWILIO_AUTH, TWILIO_SENT, twilio_authorised, twilio_error, twilio_date
 
 # %% auto #0
 __all__ = ['E164', 'TWILIO_CALLS', 'OutboundError', 'outbound_url', 'place_call', 'ring_hotline']
@@ -105,12 +105,12 @@ def ring_hotline(app: web.Application, # a `notify.fake_twilio_api` app, not sta
     app[TWILIO_CALLS], callees = {}, callees if callees is not None else {}
     tasks = set()
     async def create(request: web.Request) -> web.Response:
-        if not _authorised(request): return _error(401, 20003, 'Authenticate')
+        if not twilio_authorised(request): return twilio_error(401, 20003, 'Authenticate')
         form = dict(await request.post())
-        if not form.get('To'): return _error(400, 21201, 'No \'To\' number is specified')
-        if not form.get('From'): return _error(400, 21213, 'No \'From\' number is specified')
-        if not form.get('Url'): return _error(400, 21205, 'Url parameter is required')
-        if not E164.fullmatch(form['To']): return _error(400, 21211, f"The 'To' number {form['To']} is not a valid phone number.")
+        if not form.get('To'): return twilio_error(400, 21201, 'No \'To\' number is specified')
+        if not form.get('From'): return twilio_error(400, 21213, 'No \'From\' number is specified')
+        if not form.get('Url'): return twilio_error(400, 21205, 'Url parameter is required')
+        if not E164.fullmatch(form['To']): return twilio_error(400, 21211, f"The 'To' number {form['To']} is not a valid phone number.")
         sid, acct = 'CA' + secrets.token_hex(16), request.match_info['sid']
         app[TWILIO_SENT].append(dict(kind='outbound', CallSid=sid, **form))
         app[TWILIO_CALLS][sid] = dict(params=form, status='queued', twiml=None, result=None)
@@ -118,7 +118,7 @@ def ring_hotline(app: web.Application, # a `notify.fake_twilio_api` app, not sta
         tasks.add(t); t.add_done_callback(tasks.discard)
         app[TWILIO_CALLS][sid]['task'] = t
         return web.json_response({'sid': sid, 'account_sid': acct, 'to': form['To'], 'from': form['From'], 'status': 'queued',
-                                  'direction': 'outbound-api', 'api_version': '2010-04-01', 'date_created': _now(),
+                                  'direction': 'outbound-api', 'api_version': '2010-04-01', 'date_created': twilio_date(),
                                   'uri': f'/2010-04-01/Accounts/{acct}/Calls/{sid}.json'}, status=201)
     app.router.add_post('/2010-04-01/Accounts/{sid}/Calls.json', create)
     return app

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_PERSONA', 'DEFAULT_PERSONA_TOML', 'NUMBERS_FILE', 'INTERRUPTED', 'VoiceSettings', 'ScriptRule', 'Persona',
-           'PersonaError', 'parse_persona', 'persona_dirs', 'list_personas', 'load_persona', 'load_numbers',
-           'persona_for', 'Memory']
+           'PersonaError', 'parse_persona', 'persona_dirs', 'persona_key', 'persona_files', 'list_personas',
+           'load_persona', 'load_numbers', 'persona_for', 'Memory']
 
 # %% ../nbs/04_persona.ipynb #a7484b0e
 import os, re, tomllib
@@ -290,25 +290,25 @@ def persona_dirs(setting:str='personas', # the PERSONAS_DIR setting: folders sep
     return [Path(p).expanduser() for p in setting.split(os.pathsep) if p.strip()] or [Path('personas')]
 
 # %% ../nbs/04_persona.ipynb #a862fb6c
-def _slug(name:str, # a persona's name or file name
+def persona_key(name:str, # a persona's name or file name
          )->str:
     "Lookup key for a persona name: lowercase, words joined by '-'."
     return '-'.join(re.findall(r'\w+', name.lower()))
 
 NUMBERS_FILE = 'numbers.toml'  # in a personas folder: which persona answers which dialed number
 
-def _files(dirs:list, # folders holding persona files
+def persona_files(dirs:list, # folders holding persona files
           )->dict[str, Path]:
     "Persona files in `dirs` by key; an earlier folder wins."
     found = {}
     for d in reversed([Path(d) for d in dirs]):
-        if d.is_dir(): found |= {_slug(p.stem): p for p in sorted(d.glob('*.toml')) if p.name != NUMBERS_FILE}
+        if d.is_dir(): found |= {persona_key(p.stem): p for p in sorted(d.glob('*.toml')) if p.name != NUMBERS_FILE}
     return found
 
 def list_personas(dirs:list|None=None, # folders to search; default `persona_dirs()`
                  )->list[str]:
     "Names of all personas that `load_persona` can find, the default first."
-    return [DEFAULT_PERSONA] + sorted(set(_files(persona_dirs() if dirs is None else dirs)) - {DEFAULT_PERSONA})
+    return [DEFAULT_PERSONA] + sorted(set(persona_files(persona_dirs() if dirs is None else dirs)) - {DEFAULT_PERSONA})
 
 # %% ../nbs/04_persona.ipynb #e7cd61b0
 def load_persona(name_or_path:str|Path|None=None, # persona name, or path to a .toml file; None for the default
@@ -321,9 +321,9 @@ def load_persona(name_or_path:str|Path|None=None, # persona name, or path to a .
         if not p.is_file(): raise PersonaError(f"{p}: persona file not found")
     else:
         dirs = persona_dirs() if dirs is None else dirs
-        p = _files(dirs).get(_slug(name_or_path))
+        p = persona_files(dirs).get(persona_key(name_or_path))
         if p is None:
-            if _slug(name_or_path) == DEFAULT_PERSONA: return parse_persona(DEFAULT_PERSONA_TOML, f'<built-in {DEFAULT_PERSONA}>')
+            if persona_key(name_or_path) == DEFAULT_PERSONA: return parse_persona(DEFAULT_PERSONA_TOML, f'<built-in {DEFAULT_PERSONA}>')
             raise PersonaError(f"no persona named {name_or_path!r} in {', '.join(map(str, dirs))} "
                                f"(available: {', '.join(list_personas(dirs))})")
     try: text = p.read_text(encoding='utf-8')

@@ -11,6 +11,7 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from .audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_decode
+from .providers import Speech
 from .twilio import Clear, OutMark, OutMedia, serialize
 
 # %% auto #0
@@ -56,7 +57,7 @@ class CallRecorder:
 @dataclass(eq=False)
 class Piece:
     "Speech sent to Twilio whose mark has not come back yet."
-    rec: object # the turn's record
+    turn: object # the turn it belongs to
     text: str # what it says
     cleared: bool = False # dropped by a clear, or no longer waited for
 
@@ -69,36 +70,34 @@ class Playout:
                  media_ms: int = 200, # most audio in one media message (Twilio buffers it: fewer, larger messages cost less)
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
+                 sent: Callable[[object, float, float], None] = lambda turn, at, seconds: None, # told as each media message of a turn leaves
                 ):
-        self.stream_sid, self._send, self.clock, self.recorder, self._closed = stream_sid, send, clock, recorder, closed
+        self.stream_sid, self._send, self.clock, self.recorder, self._closed, self._sent = stream_sid, send, clock, recorder, closed, sent
         self._step = max(1, media_ms // FRAME_MS) * FRAME_SAMPLES
-        self._q: asyncio.Queue = asyncio.Queue() # (message, record or None)
-        self._rest, self._rest_rec = b'', None # audio short of a whole frame, kept for the next chunk
-        self._open = None # the record whose latest audio has no mark after it yet
+        self._q: asyncio.Queue = asyncio.Queue() # (message, turn or None)
+        self._rest, self._rest_turn = b'', None # audio short of a whole frame, kept for the next chunk
+        self._open = None # the turn whose latest audio has no mark after it yet
         self._pieces: dict[str, Piece] = {} # by mark name
         self._marks = 0
+        self.played_at = 0. # when Twilio last said a piece had played, on the call's clock
 
-    def audio(self, rec, # the turn the audio belongs to
+    def audio(self, turn, # the turn the audio belongs to
               ulaw: bytes, # 8 kHz µ-law, any length
              ) -> None:
         "Queue speech: whole frames now, in media messages of at most `media_ms`; the rest with the next chunk."
-        if self._rest_rec is not rec: self._flush()
+        if self._rest_turn is not turn: self._flush()
         buf = self._rest + ulaw
         cut = len(buf) - len(buf) % FRAME_SAMPLES
-        self._rest, self._rest_rec = buf[cut:], rec
-        for i in range(0, cut, self._step): self._q.put_nowait((OutMedia(self.stream_sid, buf[i:min(i + self._step, cut)]), rec))
-        rec.audio_out_s += cut / SAMPLE_RATE
-        self._open = rec
+        self._rest, self._rest_turn = buf[cut:], turn
+        for i in range(0, cut, self._step): self._q.put_nowait((OutMedia(self.stream_sid, buf[i:min(i + self._step, cut)]), turn))
+        self._open = turn
 
     def _flush(self) -> None:
         "Send the audio short of a frame, padded with silence to one."
-        if self._rest:
-            rec, part = self._rest_rec, self._rest + bytes([ULAW_SILENCE]) * (FRAME_SAMPLES - len(self._rest))
-            self._q.put_nowait((OutMedia(self.stream_sid, part), rec))
-            rec.audio_out_s += len(part) / SAMPLE_RATE
-        self._rest, self._rest_rec = b'', None
+        if self._rest: self._q.put_nowait((OutMedia(self.stream_sid, self._rest + bytes([ULAW_SILENCE]) * (FRAME_SAMPLES - len(self._rest))), self._rest_turn))
+        self._rest, self._rest_turn = b'', None
 
-    def mark(self, rec, # the turn the piece belongs to
+    def mark(self, turn, # the turn the piece belongs to
              text: str, # what the piece says
              pad: bool = True, # send the audio short of a frame now, padded with silence (False: it leaves with the next audio, just after the mark)
             ) -> str:
@@ -106,60 +105,67 @@ class Playout:
         if pad: self._flush()
         self._open = None
         self._marks += 1
-        name = f'{rec.index}.{self._marks}'
-        self._pieces[name] = Piece(rec, text)
+        name = f'{getattr(turn, "index", "")}.{self._marks}'  # the turn's number first, when it has one: marks read well on the wire
+        self._pieces[name] = Piece(turn, text)
         self._q.put_nowait((OutMark(self.stream_sid, name), None))
         return name
+
+    def speech(self, turn, # the turn the speech belongs to
+               sp: Speech, # a chunk of a voice's speech, with the words whose sound ends in it
+              ) -> None:
+        "Queue a voice's speech, with a mark after each word it carries (its marks close a piece when it says so)."
+        at = 0
+        for word, end in sp.words:
+            if end > at: self.audio(turn, sp.ulaw[at:end]); at = end
+            self.mark(turn, word, pad=sp.flush)
+        if at < len(sp.ulaw): self.audio(turn, sp.ulaw[at:])
 
     @property
     def busy(self) -> bool:
         "Is there speech the caller has not heard yet?"
         return any(not p.cleared for p in self._pieces.values())
 
-    def holds(self, rec) -> bool:
+    def holds(self, turn) -> bool:
         "Has this turn speech still to play?"
-        return any(p.rec is rec and not p.cleared for p in self._pieces.values())
+        return any(p.turn is turn and not p.cleared for p in self._pieces.values())
 
     def played(self, name: str, # the name of a mark Twilio echoed
               ) -> Piece | None:
-        "Twilio played up to this mark: its piece was heard (None if it had been cleared)."
+        "Twilio played up to this mark: its piece, which the caller heard (None if it had been cleared)."
         p = self._pieces.pop(name, None)
         if p is None or p.cleared: return None
-        p.rec.heard_text = f'{p.rec.heard_text} {p.text}'.strip()
+        self.played_at = self.clock()
         return p
 
-    def forget(self, rec) -> None:
+    def forget(self, turn) -> None:
         "Stop waiting for this turn's marks: whatever plays from now on is not counted as heard."
         for p in self._pieces.values():
-            if p.rec is rec: p.cleared = True
+            if p.turn is turn: p.cleared = True
 
     def waiting(self) -> list:
-        "The records with speech whose marks have not come back."
-        return list({id(p.rec): p.rec for p in self._pieces.values() if not p.cleared}.values())
+        "The turns with speech whose marks have not come back."
+        return list({id(p.turn): p.turn for p in self._pieces.values() if not p.cleared}.values())
 
     def clear(self) -> list:
-        "Barge-in: drop what has not been sent, tell Twilio to drop what it buffered; the records cut off."
-        cut = {id(r): r for r in self.waiting() + [self._open] if r is not None}
+        "Barge-in: drop what has not been sent, tell Twilio to drop what it buffered; the turns cut off."
+        cut = {id(t): t for t in self.waiting() + [self._open] if t is not None}
         while not self._q.empty():
-            _, rec = self._q.get_nowait()
-            if rec is not None: cut.setdefault(id(rec), rec)
+            _, turn = self._q.get_nowait()
+            if turn is not None: cut.setdefault(id(turn), turn)
         if self.busy or self._open is not None: self._q.put_nowait((Clear(self.stream_sid), None))
-        self._rest, self._rest_rec, self._open = b'', None, None
+        self._rest, self._rest_turn, self._open = b'', None, None
         for p in self._pieces.values(): p.cleared = True
         return list(cut.values())
 
     async def run(self) -> None:
-        "The sender task: serialize each message at the socket and write it; stamp records as audio leaves."
+        "The sender task: serialize each message at the socket and write it; report each turn's audio as it leaves."
         while True:
-            msg, rec = await self._q.get()
+            msg, turn = await self._q.get()
             try: await self._send(serialize(msg))
             except (ConnectionError, RuntimeError) as e:
                 self._closed(f'socket closed: {e}')
                 return
-            if rec is not None:
-                now = self.clock()
-                if rec.first_sent is None: rec.first_sent = now
-                rec.last_sent = now
+            if turn is not None: self._sent(turn, self.clock(), len(msg.payload) / SAMPLE_RATE)
             if self.recorder is not None:
                 if type(msg) is OutMedia: self.recorder.said(msg.payload)
                 elif type(msg) is Clear: self.recorder.cleared()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_providers.ipynb #3b89af12
 from __future__ import annotations
-import asyncio
+import asyncio, logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
@@ -13,9 +13,9 @@ import numpy as np
 from .audio import ulaw_encode
 
 # %% auto #0
-__all__ = ['ProviderError', 'SpeechToText', 'LanguageModel', 'TextToSpeech', 'EchoSTT', 'CannedLLM', 'ToneTTS',
+__all__ = ['log', 'ProviderError', 'SpeechToText', 'LanguageModel', 'TextToSpeech', 'EchoSTT', 'CannedLLM', 'ToneTTS',
            'TranscriptStream', 'StreamingSpeechToText', 'ScriptedStreamSTT', 'Speech', 'SpeechContext', 'VoiceSocket',
-           'StreamingTextToSpeech', 'Providers']
+           'StreamingTextToSpeech', 'Providers', 'timed', 'retried', 'Tasks', 'paid', 'ProviderSession']
 
 # %% ../nbs/05_providers.ipynb #8a48e283
 class ProviderError(Exception):
@@ -188,6 +188,7 @@ class Speech:
     "A chunk of speech from a streaming voice, with the words whose sound ends in it."
     ulaw: bytes # 8 kHz µ-law
     words: list[tuple[str, int]] = field(default_factory=list) # (word, the byte of `ulaw` where it ends), in order
+    flush: bool = False # its words close a piece: the audio short of a frame is padded and sent before their marks
 
 class SpeechContext:
     "One reply on a streaming voice: text in as it is written, `Speech` out as it is made."
@@ -237,3 +238,127 @@ class Providers:
         "Which engine runs each stage, by name."
         return {'stt': self.stt.name, 'stream_stt': self.stream_stt.name if self.stream_stt else 'off',
                 'llm': self.llm.name, 'tts': self.tts.name, 'stream_tts': self.stream_tts.name if self.stream_tts else 'off'}
+
+# %% ../nbs/05_providers.ipynb #90b2c5ed
+async def timed(stream: AsyncIterator, # a provider's async generator
+                first_s: float, # deadline for the first item
+                gap_s: float, # deadline between later items
+                what: str = 'provider', # named in the error
+               ) -> AsyncIterator:
+    "Re-yield `stream`, raising `ProviderError` when an item is late."
+    it, wait = stream.__aiter__(), first_s
+    try:
+        while True:
+            # `asyncio.timeout`, not `wait_for`: the stream runs in this task, no new task per item
+            try:
+                async with asyncio.timeout(wait): item = await it.__anext__()
+            except StopAsyncIteration: return
+            except TimeoutError: raise ProviderError(f'{what}: nothing for {wait:g} s') from None
+            yield item
+            wait = gap_s
+    finally:
+        if hasattr(it, 'aclose'): await it.aclose()
+
+# %% ../nbs/05_providers.ipynb #8aaccc24
+async def retried(start: Callable[[], AsyncIterator], # starts the provider's stream
+                  first_s: float, # deadline for the first item
+                  gap_s: float, # deadline between later items
+                  stage: str, # named in errors and reports: 'llm', 'tts', ...
+                  report: Callable[..., None] = lambda kind, **detail: None, # told `('provider_error', stage=, attempt=, error=)`
+                 ) -> AsyncIterator:
+    "A provider's stream with deadlines, started again once if it fails before its first item."
+    for attempt in (1, 2):
+        got = False
+        try:
+            async for item in timed(start(), first_s, gap_s, stage):
+                if item:
+                    got = True
+                    yield item
+            return
+        except ProviderError as e:
+            report('provider_error', stage=stage, attempt=attempt, error=str(e)[:300])
+            if got or attempt == 2: raise
+
+# %% ../nbs/05_providers.ipynb #7372f563
+log = logging.getLogger('artist_hotline.providers')
+
+class Tasks:
+    "The tasks one owner runs: each failure logged, all cancelled together."
+    def __init__(self, name: str = 'tasks', # named in the log when a task fails
+                ):
+        self.name, self._tasks = name, set()
+
+    def spawn(self, coro) -> asyncio.Task:
+        "Run `coro` as a task of this owner."
+        t = asyncio.create_task(coro)
+        self._tasks.add(t); t.add_done_callback(self._done)
+        return t
+
+    def _done(self, t: asyncio.Task) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception(): log.error('%s: a task failed', self.name, exc_info=t.exception())
+
+    def cancel(self) -> None:
+        "Cancel every task but the one running this."
+        for t in list(self._tasks):
+            if t is not asyncio.current_task(): t.cancel()
+
+    async def wait(self, timeout: float = 10., # the longest wait (s)
+                  ) -> None:
+        "Wait until every task has ended."
+        if self._tasks: await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    def __len__(self) -> int: return len(self._tasks)
+
+# %% ../nbs/05_providers.ipynb #4c0619c9
+def paid(engine: str, # an engine's name, as `Providers.describe` gives it
+        ) -> bool:
+    "Is this engine a paid cloud service?"
+    return ':' in (engine or '')
+
+# %% ../nbs/05_providers.ipynb #2d1219f4
+class ProviderSession:
+    "One call's connection to a streaming provider: opened in the background, opened again with backoff, replaced when broken, closed at the end."
+    most_opens = 3 # connections a call opens (or tries to) at most
+    stage = 'stream' # named in reports
+
+    def __init__(self, report: Callable[..., None] = lambda kind, **detail: None, # told each failure, as a call event
+                 timeout_s: float = 5, # the longest opening may take
+                ):
+        self.report, self.timeout_s = report, timeout_s
+        self.conn = None # the open connection, while there is one (anything with `broken` and `close`)
+        self.tasks = Tasks(self.stage)
+        self._opens, self._closed = 0, False
+
+    async def connect(self):
+        "Open one connection (`ProviderError` if it cannot be)."
+        raise NotImplementedError
+
+    def start(self) -> None:
+        "Open the connection, in the background."
+        self.tasks.spawn(self._open())
+
+    async def _open(self, delay: float = 0.) -> None:
+        if self._opens >= self.most_opens or self._closed: return
+        self._opens += 1
+        if delay: await asyncio.sleep(delay)
+        try: self.conn = await asyncio.wait_for(self.connect(), self.timeout_s)
+        except (ProviderError, asyncio.TimeoutError) as e:
+            self.report('provider_error', stage=self.stage, attempt=self._opens, error=(str(e) or 'opening timed out')[:300])
+            self.tasks.spawn(self._open(2. ** self._opens))
+
+    def replace_broken(self) -> None:
+        "If the connection is broken, close it and open another."
+        if self.conn is not None and self.conn.broken:
+            broken, self.conn = self.conn, None
+            self.tasks.spawn(broken.close())
+            self.tasks.spawn(self._open(1.))
+
+    async def close(self) -> None:
+        "Stop: no more opening, every task cancelled, the connection closed."
+        self._closed = True
+        self.tasks.cancel()
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            try: await asyncio.wait_for(conn.close(), 2.)
+            except (asyncio.TimeoutError, ProviderError) as e: self.report('provider_error', stage=self.stage, attempt=0, error=f'closing: {e}'[:300])

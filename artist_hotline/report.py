@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from .callsweb import STAGE_COLOURS, STAGE_LABELS
 from .ops import Prices
+from .providers import paid
 from .store import STAGES, calls, make_engine, turns
 
 # %% auto #0
@@ -62,10 +63,10 @@ def turn_costs(turns: pd.DataFrame, # `load_turns`
               ) -> pd.DataFrame:
     "Dollars per turn for each stage: `stt`, `llm`, `tts`."
     p = prices or Prices()
-    paid = lambda col: 1. if p.charge_offline else turns[col].fillna('').str.contains(':').astype(float)
-    return pd.DataFrame({'stt': turns.audio_in_s / 60 * p.stt_per_min * paid('stt'),
-                         'llm': (turns.prompt_tokens * p.llm_input_per_m + turns.completion_tokens * p.llm_output_per_m) / 1e6 * paid('llm'),
-                         'tts': turns.chars_out / 1000 * p.tts_per_1k_chars * paid('tts')}, index=turns.index)
+    charged = lambda col: 1. if p.charge_offline else turns[col].fillna('').map(paid).astype(float)
+    return pd.DataFrame({'stt': turns.audio_in_s / 60 * p.stt_per_min * charged('stt'),
+                         'llm': (turns.prompt_tokens * p.llm_input_per_m + turns.completion_tokens * p.llm_output_per_m) / 1e6 * charged('llm'),
+                         'tts': turns.chars_out / 1000 * p.tts_per_1k_chars * charged('tts')}, index=turns.index)
 
 # %% ../nbs/12b_report.ipynb #aa4ec3a4
 def call_table(calls: pd.DataFrame, # `load_calls`

@@ -13,78 +13,23 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 import artist_hotline
-from .audio import SAMPLE_RATE, write_wav
-from .call import Call, CallSink
+from .aftercall import wind_up
+from .call import Call
 from .callsweb import add_calls_routes
+from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch
+from .records import CallSink
 from .store import Admission, Store, StoreSink
-from .persona import Persona, PersonaError, load_numbers, load_persona, persona_dirs, persona_for
-from .providers import ProviderError, Providers
-from .settings import OPENAI_URL, Settings, turn_report
+from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
+from .providers import Providers
+from .settings import Settings, turn_report
 from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
-__all__ = ['log', 'SETTINGS', 'PERSONA', 'NUMBERS', 'LINES', 'OWN_ENGINES', 'PROVIDERS', 'FALLBACK', 'CALLS', 'FINISHED',
-           'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS', 'PROBLEMS', 'REPLICA', 'TAKEN_HERE',
-           'make_providers', 'provider_problems', 'public_base', 'stream_url', 'is_from_twilio', 'stream_key',
-           'stream_token', 'token_problem', 'webhook_form', 'voice', 'outbound_call', 'status_callback', 'health',
-           'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
-
-# %% ../nbs/08_server.ipynb #b69b8c48
-def _voice_id(s: Settings, persona: Persona) -> str: return persona.voice.voice_id or s.elevenlabs_voice_id
-
-def make_providers(settings: Settings, # the server's settings
-                   persona: Persona, # whose voice and script
-                   shared: Providers | None = None, # another persona's engines: its ear and its cloud model are reused
-                  ) -> Providers:
-    "Build the speech-to-text, model and speech engines the settings ask for."
-    from artist_hotline import neural, offline
-    s, v = settings, persona.voice
-    openai_kw = dict(api_key=s.openai_api_key or 'not-needed', base_url=s.openai_base_url)
-    pick = lambda chosen, cloud: chosen if chosen != 'auto' else cloud
-    has = neural.neural_engines()  # the offline default is Whisper and Piper where their packages are installed
-    offline_voice = 'piper' if has['piper'] else 'espeak'
-    stt_kind = pick(s.stt_provider, 'openai' if s.openai_api_key else 'whisper' if has['whisper'] else 'pocketsphinx')
-    llm_kind = pick(s.llm_provider, 'openai' if s.openai_api_key or s.openai_base_url != OPENAI_URL else 'scripted')
-    tts_kind = pick(s.tts_provider, 'elevenlabs' if s.elevenlabs_api_key else offline_voice)
-    if tts_kind == 'elevenlabs' and not _voice_id(s, persona): tts_kind = offline_voice  # reported by `provider_problems`
-    if 'openai' in (stt_kind, llm_kind) or tts_kind in ('openai', 'elevenlabs'): from artist_hotline import cloud, realtime, voicesocket, wire
-    http = s.provider_client == 'http'
-    stt = {'openai': lambda: (wire.HttpOpenAISTT if http else cloud.OpenAISTT)(model=s.stt_model, **openai_kw),
-           'whisper': lambda: neural.WhisperSTT(model=s.whisper_model, threads=s.whisper_threads),
-           'pocketsphinx': lambda: offline.SphinxSTT()}[stt_kind]()
-    stream = {'openai': lambda: (realtime.HttpOpenAIRealtimeSTT if http else realtime.OpenAIRealtimeSTT)(
-                  model=s.stt_stream_model, delay=None if s.stt_stream_delay == 'default' else s.stt_stream_delay, **openai_kw),
-              'whisper': lambda: stt, 'pocketsphinx': lambda: stt}[stt_kind]() if s.stt_streaming else None  # the offline engines stream themselves
-    llm = {'openai': lambda: (wire.HttpOpenAIChat if http else cloud.OpenAIChat)(model=s.llm_model, **openai_kw),
-           'scripted': lambda: offline.ScriptedBrain(persona)}
-    eleven = dict(voice_id=_voice_id(s, persona), api_key=s.elevenlabs_api_key, base_url=s.elevenlabs_base_url, model=s.tts_model,
-                  stability=v.stability, similarity_boost=v.similarity_boost, style=v.style, speed=v.speed, use_speaker_boost=v.use_speaker_boost)
-    tts = {'elevenlabs': lambda: (wire.HttpElevenLabsTTS if http else cloud.ElevenLabsTTS)(**eleven),
-           'openai': lambda: cloud.OpenAITTS(voice=v.openai_voice, model=s.openai_tts_model, **openai_kw),
-           'piper': lambda: neural.PiperTTS(voice=v.piper_voice, speed=v.piper_speed, pitch=v.piper_pitch),
-           'espeak': lambda: offline.EspeakTTS(voice=v.espeak_voice, rate=v.espeak_rate)}
-    # the reply spoken as it is written; the HTTP stream (`tts`) is its fallback
-    voice = voicesocket.ElevenLabsVoice(**eleven) if tts_kind == 'elevenlabs' and s.tts_streaming else None
-    if shared is not None:  # one ear per server; a cloud model knows the persona from its prompt alone
-        return Providers(shared.stt, shared.llm if llm_kind == 'openai' else llm[llm_kind](), tts[tts_kind](), shared.stream_stt, voice)
-    return Providers(stt, llm[llm_kind](), tts[tts_kind](), stream, voice)
-
-# %% ../nbs/08_server.ipynb #8f56485f
-async def provider_problems(settings: Settings, # the server's settings
-                            persona: Persona, # whose voice
-                            providers: Providers, # the engines in use
-                           ) -> list[str]:
-    "What stops a configured cloud stage from working, one line each (empty: all well)."
-    from artist_hotline.wire import check_elevenlabs, check_openai
-    s, names = settings, providers.describe()
-    checks = []
-    if any(n.startswith('openai') for n in names.values()): checks.append(check_openai(s.openai_api_key, s.openai_base_url))
-    wants_eleven = s.tts_provider == 'elevenlabs' or (s.tts_provider == 'auto' and s.elevenlabs_api_key)
-    if wants_eleven: checks.append(check_elevenlabs(s.elevenlabs_api_key, _voice_id(s, persona), s.elevenlabs_base_url))
-    found = [p for p in await asyncio.gather(*checks) if p]
-    if wants_eleven and not names['tts'].startswith('elevenlabs'): found.append(f"speech falls back to {names['tts']}")
-    return found
+__all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
+           'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'is_from_twilio', 'stream_key', 'stream_token',
+           'token_problem', 'webhook_form', 'voice', 'outbound_call', 'status_callback', 'health', 'ready', 'metrics',
+           'voice_stream', 'create_app', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -148,11 +93,7 @@ def token_problem(key: bytes, # `stream_key`
 # %% ../nbs/08_server.ipynb #68dcc2e6
 SETTINGS = web.AppKey('settings', Settings)
 PERSONA = web.AppKey('persona', Persona)
-NUMBERS = web.AppKey('numbers', dict) # dialed number -> persona name (`persona.load_numbers`)
-LINES = web.AppKey('lines', dict) # persona name of `NUMBERS` -> (Persona, its Providers)
-OWN_ENGINES = web.AppKey('own_engines', bool) # were the engines made from the settings (not given to `create_app`)?
-PROVIDERS = web.AppKey('providers', Providers)
-FALLBACK = web.AppKey('fallback_audio', dict)
+LINES = web.AppKey('lines', Lines) # the personas answered as, with their engines (made in `cleanup_ctx`)
 CALLS = web.AppKey('calls', dict)
 FINISHED = web.AppKey('finished', list)
 SOCKETS = web.AppKey('sockets', weakref.WeakSet)
@@ -161,7 +102,6 @@ METRICS = web.AppKey('metrics', Metrics)
 SINK = web.AppKey('sink', CallSink)
 STORE = web.AppKey('store', Store)
 WIND_UPS = web.AppKey('wind_ups', set)
-PROBLEMS = web.AppKey('problems', list)
 REPLICA = web.AppKey('replica', str)
 TAKEN_HERE = web.AppKey('taken_here', collections.OrderedDict) # streams this replica took, for when the store is away
 
@@ -203,8 +143,8 @@ async def voice(request: web.Request) -> web.Response:
     caller, ours = (form.get('To', ''), form.get('From', '')) if outbound else (form.get('From', ''), form.get('To', ''))
     if not valid_sid(sid): raise _refuse(request, 400, f'CallSid {sid[:40]!r} is not a call sid')
     line = request.query.get('persona', '') if outbound else ''
-    line = line or persona_for(ours, app[NUMBERS], '')  # the persona of our number ('': the server's own)
-    try: persona = (await _line_of(app, line))[0] if line else app[PERSONA]
+    line = line or persona_for(ours, app[LINES].numbers, '')  # the persona of our number ('': the server's own)
+    try: persona = (await app[LINES].line(line))[0] if line else app[PERSONA]
     except PersonaError as e:
         log.error('call %s: persona %r: %s; the server\'s own answers', sid, line, e)
         line, persona = '', app[PERSONA]
@@ -259,7 +199,7 @@ async def outbound_call(request: web.Request) -> web.Response:
         return web.json_response({'error': 'send a JSON object: {"to": "+15551230001", "persona": "optional name"}'}, status=400)
     persona = body.get('persona', '')
     if persona:
-        try: await _line_of(request.app, persona)
+        try: await request.app[LINES].line(persona)
         except PersonaError as e: return web.json_response({'error': str(e)}, status=400)
     try: sid = await place_call(s.twilio_account_sid, s.twilio_auth_token, s.twilio_from_number, body['to'], s.public_url or public_base(request, s),
                                 persona, api_base=s.twilio_api_base)
@@ -293,12 +233,12 @@ async def health(request: web.Request) -> web.Response:
     app, s = request.app, request.app[SETTINGS]
     turn, source = turn_report(s)
     open_calls, store = await _open_everywhere(app)
-    problems = app[PROBLEMS] + ([f'call store: {store}'] if store != 'ok' else [])
+    problems = app[LINES].problems + ([f'call store: {store}'] if store != 'ok' else [])
     status = 'draining' if app[STATS]['draining'] else 'degraded' if problems else 'ok'
     return web.json_response({'status': status, 'problems': problems, 'version': artist_hotline.__version__, 'replica': app[REPLICA],
                               'open_calls': open_calls, 'open_calls_here': len(app[CALLS]), 'max_open_calls': s.max_open_calls,
                               'store': {'state': store, 'pending_writes': getattr(app[SINK], 'pending', 0)},
-                              'providers': app[PROVIDERS].describe(), 'models': _models(app[PROVIDERS]), 'turn': turn, 'turn_source': source,
+                              'providers': app[LINES].providers.describe(), 'models': _models(app[LINES].providers), 'turn': turn, 'turn_source': source,
                               'signatures': 'checked' if s.twilio_auth_token else 'NOT CHECKED (no TWILIO_AUTH_TOKEN)',
                               'malformed_messages': app[STATS]['malformed'], 'calls_total': app[STATS]['calls'],
                               'event_loop': type(asyncio.get_running_loop()).__module__.split('.')[0]})  # 'uvloop' under `serve`
@@ -310,7 +250,7 @@ async def ready(request: web.Request) -> web.Response:
     if app[STATS]['draining']: reasons.append('draining: the server is shutting down')
     try: await asyncio.wait_for(app[STORE].open_calls(), app[SETTINGS].store_timeout_s)
     except _STORE_DOWN as e: reasons.append(f'call store unreachable ({type(e).__name__})')
-    reasons += app[PROBLEMS]
+    reasons += app[LINES].problems
     return web.json_response({'status': 'not ready' if reasons else 'ready', 'reasons': reasons}, status=503 if reasons else 200)
 
 async def metrics(request: web.Request) -> web.Response:
@@ -352,21 +292,9 @@ def _hangup(app: web.Application, call_sid: str, ws: web.WebSocketResponse):
 
 def _line(app: web.Application, start: Start) -> tuple[Persona, Providers]:
     "The persona, and its engines, of this stream's call; an outbound call opens with the persona's outbound greeting."
-    persona, providers = app[LINES].get(start.custom_parameters.get('persona', ''), (app[PERSONA], app[PROVIDERS]))
+    persona, providers = app[LINES].get(start.custom_parameters.get('persona', ''))
     if start.custom_parameters.get('outbound') == '1': persona = dataclasses.replace(persona, greeting=persona.outbound_greeting)
     return persona, providers
-
-async def _line_of(app: web.Application, key: str) -> tuple[Persona, Providers]:
-    "The persona called `key` and its engines: known since start-up, or loaded now (an outbound call's `--persona`)."
-    if key not in app[LINES] or app[LINES][key][1] is None:
-        s = app[SETTINGS]
-        persona = app[LINES][key][0] if key in app[LINES] else load_persona(key, dirs=persona_dirs(s.personas_dir))
-        base = app[PROVIDERS]
-        providers = make_providers(s, persona, shared=base) if app[OWN_ENGINES] else base
-        for engine in (providers.tts,):
-            if hasattr(engine, 'load'): await asyncio.get_running_loop().run_in_executor(None, engine.load)
-        app[LINES][key] = (persona, providers)
-    return app[LINES][key]
 
 async def _take_stream(app: web.Application, start: Start) -> str | None:
     "Why this stream may not be taken (None: it is taken, by this replica)."
@@ -415,7 +343,7 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
             if m is None:  # dropped, logged and counted by the reader
                 app[STATS]['malformed'] += 1
                 app[METRICS].malformed.inc()
-                if call is not None and reader.malformed <= 10: call._event('malformed', reason=reader.last_error)
+                if call is not None and reader.malformed <= 10: call.record.event('malformed', reason=reader.last_error)
                 continue
             if isinstance(m, Start):
                 if (why := await _take_stream(app, m)):
@@ -427,7 +355,7 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                 CALL_SID.set(m.call_sid)  # on every log line of this call, from this task and those it starts
                 persona, providers = _line(app, m)
                 call = Call(m, providers, persona, ws.send_str, _hangup(app, m.call_sid, ws), s.call,
-                            sink=app[SINK], fallback_audio=app[FALLBACK], caller=caller, caller_summary=await _memory(app, caller),
+                            sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
                             record=s.record_calls, notice=persona.recording_notice if s.record_calls else None)
                 app[CALLS][m.call_sid], app[STATS]['calls'] = call, app[STATS]['calls'] + 1
                 app[METRICS].calls.inc()
@@ -443,98 +371,23 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
             app[CALLS].pop(call.sid, None)
             app[FINISHED].append(call); del app[FINISHED][:-100]
             if reader.malformed: log.warning('call %s: %d malformed messages dropped %s', call.sid, reader.malformed, dict(reader.dropped))
-            wind_up = asyncio.create_task(_wind_up(app, call, runner, 'ended' if ws.closed else 'stream closed'))
-            app[WIND_UPS].add(wind_up); wind_up.add_done_callback(app[WIND_UPS].discard)
-            await asyncio.shield(wind_up)
+            ending = asyncio.create_task(wind_up(call, runner, 'ended' if ws.closed else 'stream closed', s, app[SINK]))
+            app[WIND_UPS].add(ending); ending.add_done_callback(app[WIND_UPS].discard)
+            await asyncio.shield(ending)
         await ws.close()
     return ws
 
-# %% ../nbs/08_server.ipynb #6b7ec37a
-async def _summary(app: web.Application, call: Call) -> str:
-    "What the caller talked about, in a sentence or two."
-    from artist_hotline.store import plain_summary
-    plain = plain_summary(call.turns)
-    llm = call.providers.llm
-    if not plain or llm.name == 'scripted': return plain
-    talk = '\n'.join(f"{m['role']}: {m['content']}" for m in call.memory.history)
-    ask = [{'role': 'system', 'content': 'Summarise in at most two short sentences what the caller talked about and anything '
-            'they told about themselves, so that you remember it when they call again. Plain text.'},
-           {'role': 'user', 'content': talk[-6000:]}]
-    async def run(): return ''.join([t async for t in llm.reply(ask)]).strip()
-    try: return (await asyncio.wait_for(run(), 15))[:app[SETTINGS].memory_chars or 600] or plain
-    except (ProviderError, asyncio.TimeoutError) as e:
-        log.warning('call %s: summary by the model failed (%s); keeping the caller\'s words', call.sid, e)
-        return plain
-
-async def _insights(app: web.Application, call: Call) -> dict:
-    "The call's sentiment, topics and follow-ups (`insights.call_insights`)."
-    from artist_hotline.insights import call_insights
-    said = [t.caller_text for t in call.turns if t.caller_text and t.outcome != 'junk']
-    return await call_insights(call.providers.llm, call.memory.history, said)
-
-async def _wind_up(app: web.Application, call: Call, runner: asyncio.Task, reason: str):
-    "Close a call, wait for its task, and complete its records."
-    s, sink = app[SETTINGS], app[SINK]
-    await call.close(reason)
-    await asyncio.gather(runner, return_exceptions=True)
-    path, recorder = None, call.release()  # a finished call keeps its records, not its audio
-    if recorder is not None and recorder.now and valid_sid(call.sid):
-        path = os.path.join(s.recordings_dir, f'{call.sid}.wav')
-        try: await asyncio.get_running_loop().run_in_executor(None, write_wav, path, recorder.stereo(), SAMPLE_RATE)
-        except Exception as e:  # an unwritable folder, a full disk: the call's end must be written all the same
-            log.error('call %s: recording not saved: %s', call.sid, e); path = None
-            await sink.event(call, 'recording_failed', {'error': str(e)[:300]})
-    summary = await _summary(app, call)
-    insights = await _insights(app, call) if s.insights else None
-    await sink.end_call(call.sid, outcome=call.end_reason, summary=summary, recording=path, insights=insights)
-    if s.notify_email_to:
-        from artist_hotline.notify import NotifyError, email_message, send_email
-        msg = email_message(call.caller, call.now(), summary, insights, s.notify_email_to, s.notify_email_from, call.sid)
-        try: await send_email(msg, s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_password, s.smtp_starttls)
-        except NotifyError as e:
-            log.warning('call %s: summary email not sent: %s', call.sid, e)
-            await sink.event(call, 'email_failed', {'error': str(e)[:300]})
-    if s.notify_sms_to:
-        from artist_hotline.notify import NotifyError, send_call_summary_sms
-        try: await send_call_summary_sms(s.twilio_account_sid, s.twilio_auth_token, s.notify_sms_to, s.notify_sms_from,
-                                         call.caller, call.now(), summary, api_base=s.twilio_api_base)
-        except NotifyError as e:
-            log.warning('call %s: summary SMS not sent: %s', call.sid, e)
-            await sink.event(call, 'sms_failed', {'error': str(e)[:300]})
-
 # %% ../nbs/08_server.ipynb #f0635562
-async def _render(tts, text: str, timeout: float = 15) -> bytes:
-    "All the audio of one line."
-    async def run(): return b''.join([c async for c in tts.speak(text)])
-    return await asyncio.wait_for(run(), timeout)
-
 async def _engines(app: web.Application):
-    s, persona = app[SETTINGS], app[PERSONA]
-    providers_from_settings = PROVIDERS not in app
-    if providers_from_settings: app[PROVIDERS] = make_providers(s, persona)
-    p = app[PROVIDERS]
+    "The lines (personas and their engines) for the app's lifetime: made, loaded and checked at start, closed at the end."
+    s, lines = app[SETTINGS], app[LINES]
     if not s.twilio_auth_token:
         log.warning('*** TWILIO_AUTH_TOKEN is not set: signatures are NOT checked; only %s may connect ***', ', '.join(map(str, s.trusted_networks)))
-    log.info('persona %r; engines: %s; turn-taking: %s', persona.name, json.dumps(p.describe()), json.dumps(turn_report(s)[0]))
-    app[PROBLEMS] = await provider_problems(s, persona, p) if providers_from_settings else []
-    for problem in app[PROBLEMS]: log.error('degraded: %s', problem)
-    app[OWN_ENGINES] = providers_from_settings
-    for key, (other, _) in app[LINES].items():  # the personas of other numbers: their own voices, the same ear
-        app[LINES][key] = (other, make_providers(s, other, shared=p) if providers_from_settings else p)
-    lines = [(persona, p)] + list(app[LINES].values())
-    loop = asyncio.get_running_loop()
-    for engine in {id(e): e for _, q in lines for e in (q.stt, q.llm, q.tts)}.values():  # load models now, so the first caller does not wait
-        if hasattr(engine, 'load'): await loop.run_in_executor(None, engine.load)
-    for who, q in lines:
-        for line in who.fallback_lines:
-            try: app[FALLBACK][line] = await _render(q.tts, line)
-            except Exception as e:
-                log.warning('fallback line not rendered by %s (%s); using eSpeak NG', q.tts.name, e)
-                from artist_hotline.offline import EspeakTTS
-                app[FALLBACK][line] = await _render(EspeakTTS(), line)
+    await lines.open()
+    log.info('persona %r; engines: %s; turn-taking: %s', lines.persona.name, json.dumps(lines.providers.describe()), json.dumps(turn_report(s)[0]))
+    for problem in lines.problems: log.error('degraded: %s', problem)
     yield
-    for engine in {id(e): e for _, q in lines for e in (q.stt, q.llm, q.tts, q.stream_stt, q.stream_tts) if e is not None}.values():
-        if hasattr(engine, 'aclose'): await engine.aclose()
+    await lines.close()
 
 async def _drain(app: web.Application):
     "Stop taking calls; let open calls say goodbye; close their sockets."
@@ -582,17 +435,15 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     s = settings or Settings.from_env()
     app = web.Application(client_max_size=s.max_webhook_bytes)
     app[SETTINGS], app[PERSONA] = s, persona or load_persona(s.persona or None, dirs=persona_dirs(s.personas_dir))
-    app[NUMBERS] = load_numbers(persona_dirs(s.personas_dir))  # which persona answers which dialed number
-    app[LINES] = {key: (load_persona(key, dirs=persona_dirs(s.personas_dir)), None) for key in set(app[NUMBERS].values())}
-    if providers is not None: app[PROVIDERS] = providers
-    app[FALLBACK], app[CALLS], app[FINISHED], app[TAKEN_HERE] = {}, {}, [], collections.OrderedDict()
+    app[LINES] = Lines(s, app[PERSONA], providers)
+    app[CALLS], app[FINISHED], app[TAKEN_HERE] = {}, [], collections.OrderedDict()
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
     secrets_ = tuple(v for v in (s.openai_api_key, s.elevenlabs_api_key, s.twilio_auth_token, s.stream_secret, s.calls_ui_token,
                                  s.metrics_token, s.smtp_password) if v)
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None
     app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, secrets=secrets_), app[METRICS], spend)
-    app[SOCKETS], app[WIND_UPS], app[PROBLEMS] = weakref.WeakSet(), set(), []
+    app[SOCKETS], app[WIND_UPS] = weakref.WeakSet(), set()
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)
     app.cleanup_ctx.extend([_store, _engines])

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .call import Call, CallSink, TurnRecord
+from .records import CallRecord, CallSink, TurnRecord
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'SCHEMA_VERSION', 'metadata', 'calls', 'TIMINGS', 'turns', 'events', 'refusals', 'replicas',
@@ -57,7 +57,7 @@ def make_engine(url: str = '', # a DATABASE_URL (see `database_url`)
     return engine
 
 # %% ../nbs/12_store.ipynb #cef38b79
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 _ts = lambda: sa.DateTime(timezone=True)
@@ -99,6 +99,7 @@ turns = sa.Table('turns', metadata,
     sa.Column('partial_text', sa.Text, nullable=False, default=''), # the streamed words it ended on
     *[sa.Column(name, sa.Float) for name in TIMINGS], # seconds since the call started
     sa.Column('stt_final', sa.Float), # the streamed final transcript arrived
+    sa.Column('words_ready', sa.Float), # the latest streamed words reached the turn-taker
     sa.Column('audio_in_s', sa.Float, nullable=False, default=0.),
     sa.Column('audio_out_s', sa.Float, nullable=False, default=0.),
     *[sa.Column(name, sa.Integer, nullable=False, default=0) for name in ('chars_in', 'chars_out', 'prompt_tokens', 'completion_tokens')],
@@ -153,7 +154,8 @@ MIGRATIONS: dict[int, list] = {2: [_to_v2],
                                3: ["ALTER TABLE turns ADD COLUMN end_reason TEXT NOT NULL DEFAULT ''",
                                    "ALTER TABLE turns ADD COLUMN partial_text TEXT NOT NULL DEFAULT ''",
                                    'ALTER TABLE turns ADD COLUMN stt_final FLOAT'],
-                               4: ['ALTER TABLE calls ADD COLUMN insights TEXT']}
+                               4: ['ALTER TABLE calls ADD COLUMN insights TEXT'],
+                               5: ['ALTER TABLE turns ADD COLUMN words_ready FLOAT']}
 
 _LOCK_KEY = 0x4C1_7E5  # PostgreSQL advisory lock held while the schema is set up
 
@@ -651,11 +653,11 @@ class StoreSink(CallSink):
                 log.error('store queue full (%d): dropped an event of %s', self.max_queue, old[1])
         self.queue.append((kind, sid, value)); self._more.set()
 
-    def _ensure(self, call: Call) -> None:
+    def _ensure(self, call: CallRecord) -> None:
         "Ask for the call's row before its first record (insert-or-keep)."
         if call.sid in self._known: return
         self._known.add(call.sid)
-        self._put('start', call.sid, dict(caller=call.caller, persona=call.persona.name, stream_sid=call.stream_sid,
+        self._put('start', call.sid, dict(caller=call.caller, persona=call.persona, stream_sid=call.stream_sid,
                                           started_at=utcnow() - timedelta(seconds=call.now())))
 
     async def start_call(self, sid: str, # Twilio's CallSid
@@ -668,7 +670,7 @@ class StoreSink(CallSink):
         self._known.add(sid)
         self._put('start', sid, dict(caller=caller, persona=persona, started_at=started_at or utcnow(), stream_sid=stream_sid))
 
-    async def turn(self, call: Call, # the call
+    async def turn(self, call: CallRecord, # the call's record
                    rec: TurnRecord, # the turn, pending or finished
                   ):
         "Queue a turn (again, when it changed)."
@@ -677,7 +679,7 @@ class StoreSink(CallSink):
         if row.get('error'): row['error'] = redact(row['error'], self.secrets)
         self._put('turn', call.sid, row)
 
-    async def event(self, call: Call, # the call
+    async def event(self, call: CallRecord, # the call's record
                     kind: str, # what happened
                     detail: dict, # details
                    ):

@@ -4,8 +4,9 @@
 
 # %% ../nbs/02b_turns.ipynb #1a01e6e2
 from __future__ import annotations
-import math, re
+import itertools, math, re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class RecentFrames:
         self.pcm, self.at, self.n = np.zeros((size, FRAME_SAMPLES), np.int16), np.zeros(size), 0
 
     def add(self, pcm: np.ndarray, # the next frame
-            at: float, # when it arrived
+            at: float, # when it arrived (its last sample)
            ) -> None:
         "Keep the stream's next frame, dropping the oldest."
         i = self.n % len(self.at)
@@ -34,10 +35,10 @@ class RecentFrames:
 
     def arrived(self, t: float, # a time in the stream's audio (s)
                ) -> float | None:
-        "When audio time `t` arrived, from the frame it falls in (the newest, if later); None if no longer held."
-        k = min(int(t * SAMPLE_RATE / FRAME_SAMPLES + 1e-6), self.n - 1)
+        "When audio time `t` arrived, from the frame it ends in (the newest, if later); None if no longer held."
+        k = min(max(math.ceil(t * SAMPLE_RATE / FRAME_SAMPLES - 1e-6) - 1, 0), self.n - 1)
         if k < max(0, self.n - len(self.at)): return None
-        return float(self.at[k % len(self.at)]) + t - k * FRAME_SAMPLES / SAMPLE_RATE
+        return float(self.at[k % len(self.at)]) + t - (k + 1) * FRAME_SAMPLES / SAMPLE_RATE
 
     def since(self, t: float, # a time in the stream's audio (s)
              ) -> np.ndarray:
@@ -79,11 +80,15 @@ def ending(text: str, # a partial transcript
 @dataclass
 class Utterance:
     "One stretch of the caller's speech; times in seconds on the call's clock."
+    index: int # its number among the call's turns
     start: float # when its first speech frame began
     end: float | None = None # when its latest speech frame ended (set at a pause and at the end)
     over: float | None = None # when the end of the turn was decided
     voiced_ms: float = 0 # speech frames in it (ms)
     why: str = '' # why the turn was judged over
+    words: str = '' # what a streaming speech-to-text heard of it so far
+    words_at: float | None = None # when those words arrived
+    audio_s: float = 0 # its audio at the end, pre-roll included (s)
 
 @dataclass
 class CallerStarted:
@@ -93,13 +98,14 @@ class CallerStarted:
 
 @dataclass
 class CallerPaused:
-    "The caller has been silent for `eager_ms` (`words.eager_ms` when words stream): the utterance so far may be answered early."
+    "The caller paused and the turn may be over: an answer to what was said so far may start (it speaks only once the turn is over)."
     utterance: Utterance
     pcm: np.ndarray # the utterance's audio so far, pre-roll included
+    words: str = '' # the words to answer ('': transcribe `pcm`)
 
 @dataclass
 class CallerResumed:
-    "The caller spoke again after a pause: an answer started in it is premature."
+    "The answer started in the pause is premature: the caller spoke again, or the words heard changed."
     utterance: Utterance
 
 @dataclass
@@ -107,12 +113,14 @@ class TurnOver:
     "The caller's turn has ended: answer it."
     utterance: Utterance
     pcm: np.ndarray # the whole utterance, pre-roll included
-    words: str = '' # the words heard when it ended (streaming speech-to-text)
 
 # %% ../nbs/02b_turns.ipynb #27e70214
+_EAGER = ('complete', 'number', 'one_number') # endings worth answering in a pause ('continues' waits for more)
+
 class TurnTaker:
-    "Frames in, the caller's turns out: started, paused, resumed and over, with their times and why."
+    "Frames and words in, the caller's turns out: started, paused, resumed and over, with their times and why."
     def __init__(self, settings: TurnSettings = TurnSettings(), # the turn part of the settings tree
+                 number: Callable[[], int] | None = None, # numbers each utterance (the call shares its count with the bot's lines)
                 ):
         self.settings = s = settings
         w = s.words
@@ -123,11 +131,12 @@ class TurnTaker:
         # enough frames to reach back from the turn's end over the longest wait, the minimum speech and the pre-roll
         self._recent = RecentFrames(ep.hangover_frames + ep.min_frames + math.ceil(s.preroll_ms / FRAME_MS) + 10)
         self._waits = {'complete': w.complete_ms, 'continues': w.continues_ms, 'number': w.number_ms, 'one_number': w.one_number_ms}
-        self.streaming = False # are words coming? (the call says so when its speech-to-text streams)
+        self._number = number or itertools.count(1).__next__
         self.utterance: Utterance | None = None # the one under way
+        self.spoke_at = 0. # when the caller last spoke (the latest frame of an utterance under way), on the call's clock
         self._pcm: list[np.ndarray] | None = None # its audio so far
-        self._paused = False # a CallerPaused was said for the current pause
-        self.heard('', -math.inf)
+        self._ending = ending('') # what its words say
+        self._offered: str | None = None # what an answer may have started on in this pause ('': the audio; None: nothing)
 
     @property
     def speaking(self) -> bool:
@@ -141,20 +150,23 @@ class TurnTaker:
 
     def heard(self, text: str, # the partial transcript of the utterance under way, as it stands now
               at: float, # when it arrived, on the call's clock
-             ) -> None:
-        "The words of the utterance so far (from streaming speech-to-text)."
-        self.words, self._words_at, self._ending = text, at, ending(text)
+             ) -> list:
+        "The words of the utterance so far (from streaming speech-to-text); the events they cause."
+        u = self.utterance
+        if u is None: return []
+        u.words, u.words_at, self._ending = text, at, ending(text)
+        return self._pause(self.endpointer.silence_ms, at, True)
 
     def _at(self, t: float, now: float) -> float:
         "Audio time `t` on the call's clock."
         at = self._recent.arrived(t)
         return now if at is None else at
 
-    def _over(self, quiet: float, at: float) -> str | None:
+    def _over(self, quiet: float, at: float, hearing: bool) -> str | None:
         "Is the turn over after `quiet` ms of silence? Why, if so."
-        s = self.settings
-        if not self.streaming: return f'{quiet:.0f} ms of silence' if quiet >= s.hangover_ms else None
-        fresh = self._words_at >= self._at(self.endpointer.last_voiced, at)
+        s, u = self.settings, self.utterance
+        if not hearing: return f'{quiet:.0f} ms of silence' if quiet >= s.hangover_ms else None
+        fresh = u.words_at is not None and u.words_at >= self._at(self.endpointer.last_voiced, at)
         if not fresh and quiet < s.words.stale_ms: return None  # the last words may not be transcribed yet
         e = self._ending
         if e.kind == 'empty': return f'no words heard, {quiet:.0f} ms of silence' if quiet >= s.hangover_ms else None
@@ -163,15 +175,30 @@ class TurnTaker:
                 'one_number': f'one number ("{e.word}"), then'}[e.kind]
         return f'{said} {quiet:.0f} ms of silence' + ('' if fresh else ' (words not caught up)')
 
+    def _pause(self, quiet: float, at: float, hearing: bool) -> list:
+        "May an answer start on what was said so far (`CallerPaused`), or is one started premature (`CallerResumed`)?"
+        s, u = self.settings, self.utterance
+        eager = (s.words.eager_ms if hearing else 0) or s.eager_ms
+        if not eager or quiet < eager: offer = None
+        elif hearing: offer = u.words if self._ending.kind in _EAGER else None
+        else: offer = ''
+        if offer == self._offered: return []
+        out = [] if self._offered is None else [CallerResumed(u)]
+        self._offered = offer
+        if offer is not None:
+            u.end, u.voiced_ms = self._at(self.endpointer.last_voiced, at), self.speech_ms
+            out.append(CallerPaused(u, np.concatenate(self._pcm), offer))
+        return out
+
     def _turn_over(self, ev: TurnEnded, at: float, why: str) -> TurnOver:
-        u, pcm_all, words = self.utterance, np.concatenate(self._pcm), self.words
-        u.end, u.over, u.voiced_ms, u.why = self._at(ev.last_voiced, at), at, ev.voiced_ms, why
-        self.utterance, self._pcm, self._paused = None, None, False
-        self.heard('', -math.inf)
-        return TurnOver(u, pcm_all, words)
+        u, pcm = self.utterance, np.concatenate(self._pcm)
+        u.end, u.over, u.voiced_ms, u.why, u.audio_s = self._at(ev.last_voiced, at), at, ev.voiced_ms, why, len(pcm) / SAMPLE_RATE
+        self.utterance, self._pcm, self._offered, self._ending = None, None, None, ending('')
+        return TurnOver(u, pcm)
 
     def push(self, pcm: np.ndarray, # the next frame: FRAME_SAMPLES int16 samples
-             at: float, # when it arrived, on the call's clock
+             at: float, # when it arrived (its last sample), on the call's clock
+             hearing: bool = False, # is a streaming speech-to-text hearing the utterance under way (words will come)?
             ) -> list:
         "Feed one frame; the events it caused (usually none)."
         ep = self.endpointer
@@ -181,22 +208,13 @@ class TurnTaker:
         out = []
         for ev in ep.push(pcm, t):
             if isinstance(ev, SpeechStarted):
-                self.utterance, self._pcm = Utterance(self._at(ev.start, at)), [self._recent.since(ev.start - self._preroll_s)]
+                self.utterance, self._pcm = Utterance(self._number(), self._at(ev.start, at)), [self._recent.since(ev.start - self._preroll_s)]
                 out.append(CallerStarted(self.utterance, self._pcm[0]))
             elif isinstance(ev, TurnEnded) and self.utterance is not None:
                 out.append(self._turn_over(ev, at, f'{ep.hangover_ms:.0f} ms of silence, the longest wait'))
         if self.utterance is None: return out
+        self.spoke_at = at
         quiet = ep.silence_ms
-        if quiet and (why := self._over(quiet, at)):
-            out += [self._turn_over(ev, at, why) for ev in ep.end(t)]
-            return out
-        eager = (self.settings.words.eager_ms if self.streaming else 0) or self.settings.eager_ms
-        if eager:
-            if quiet == 0 and self._paused:
-                self._paused = False
-                out.append(CallerResumed(self.utterance))
-            elif quiet >= eager and not self._paused:
-                self._paused = True
-                self.utterance.end, self.utterance.voiced_ms = self._at(ep.last_voiced, at), self.speech_ms
-                out.append(CallerPaused(self.utterance, np.concatenate(self._pcm)))
-        return out
+        if quiet and (why := self._over(quiet, at, hearing)):
+            return out + [self._turn_over(ev, at, why) for ev in ep.end(t)]
+        return out + self._pause(quiet, at, hearing)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .persona import DEFAULT_PERSONA, DEFAULT_PERSONA_TOML, _files, _slug, parse_persona, persona_dirs
+from .persona import DEFAULT_PERSONA, DEFAULT_PERSONA_TOML, persona_files, persona_key, parse_persona, persona_dirs
 
 # %% auto #0
 __all__ = ['MIN_SECONDS', 'MAX_SECONDS', 'MIN_TOTAL_S', 'MIN_RMS_DB', 'CLIP_FRACTION', 'RecordingCheck', 'check_recording',
@@ -107,9 +107,9 @@ def set_voice_id(persona: str | Path, # a persona name or .toml path
     dirs = [Path(x) for x in (persona_dirs() if dirs is None else dirs)]
     p = Path(persona)
     if not (p.suffix == '.toml' or len(p.parts) > 1):
-        p = _files(dirs).get(_slug(str(persona)))
+        p = persona_files(dirs).get(persona_key(str(persona)))
         if p is None:
-            if _slug(str(persona)) != DEFAULT_PERSONA: raise CloneError(f'no persona named {persona!r} in {", ".join(map(str, dirs))}')
+            if persona_key(str(persona)) != DEFAULT_PERSONA: raise CloneError(f'no persona named {persona!r} in {", ".join(map(str, dirs))}')
             p = dirs[0] / f'{DEFAULT_PERSONA}.toml'
     text = p.read_text(encoding='utf-8') if p.is_file() else DEFAULT_PERSONA_TOML
     line = f'voice_id = "{voice_id}"'

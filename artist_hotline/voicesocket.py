@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from .persona import VoiceSettings
 from .providers import ProviderError, Speech, SpeechContext, StreamingTextToSpeech, VoiceSocket
 from .settings import ELEVENLABS_URL
 from .wire import read_events, ws_open
@@ -60,7 +61,7 @@ class ElevenLabsContext(SpeechContext):
     def cancel(self):
         if self.cancelled or self.finished: return
         self.cancelled = True
-        self.socket._queue({'context_id': self.id, 'close_context': True})
+        if not self.ended: self.socket._queue({'context_id': self.id, 'close_context': True})  # once: `end` closed it already
         self.socket._contexts.pop(self.id, None)
         self._q.put_nowait(None)
 
@@ -159,11 +160,7 @@ class ElevenLabsVoice(StreamingTextToSpeech):
                  api_key: str | None = None, # key (settings: `ELEVENLABS_API_KEY`)
                  base_url: str = ELEVENLABS_URL, # API base URL (settings: `ELEVENLABS_BASE_URL`)
                  model: str = 'eleven_flash_v2_5', # the low-latency model
-                 stability: float = 0.4, # persona `voice.stability`
-                 similarity_boost: float = 0.75, # persona `voice.similarity_boost`
-                 style: float = 0., # persona `voice.style`
-                 speed: float = 1., # persona `voice.speed`
-                 use_speaker_boost: bool = True, # persona `voice.use_speaker_boost`
+                 voice: VoiceSettings = VoiceSettings(), # the persona's `voice` (stability, similarity, style, speed, speaker boost)
                  inactivity_timeout: int = 180, # seconds without text before ElevenLabs closes the socket
                  timeout: float = 5., # seconds allowed to connect
                 ):
@@ -172,8 +169,7 @@ class ElevenLabsVoice(StreamingTextToSpeech):
         base = base_url.rstrip('/').replace('https://', 'wss://', 1).replace('http://', 'ws://', 1)
         self.url = f'{base}/v1/text-to-speech/{quote(voice_id)}/multi-stream-input'
         self.query = {'model_id': model, 'output_format': 'ulaw_8000', 'inactivity_timeout': str(inactivity_timeout)}
-        self.voice_settings = dict(stability=stability, similarity_boost=similarity_boost, style=style, speed=speed,
-                                   use_speaker_boost=use_speaker_boost)
+        self.voice_settings = voice.elevenlabs_settings()
         self.timeout, self._headers, self._http = timeout, {'xi-api-key': api_key}, None
 
     async def open(self) -> ElevenLabsSocket:

@@ -11,7 +11,8 @@ import aiohttp
 import numpy as np
 
 from .audio import SAMPLE_RATE, wav_bytes
-from .cloud import _chat_line, _check_raw, _detail
+from .cloud import chat_line, check_raw, error_detail
+from .persona import VoiceSettings
 from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
 from .settings import ELEVENLABS_URL, OPENAI_URL
 
@@ -50,7 +51,7 @@ class _HttpAdapter:
         async with self._http().post(self.base_url + path, **kw) as resp:
             if resp.status >= 300:
                 text = (await resp.read())[:4000].decode('utf-8', 'replace')
-                try: why = _detail(json.loads(text))
+                try: why = error_detail(json.loads(text))
                 except ValueError: why = None
                 raise ProviderError(f'{self.name}: HTTP {resp.status}: {why or text[:300] or resp.reason}')
             yield resp
@@ -153,7 +154,7 @@ class HttpOpenAIChat(_HttpAdapter, LanguageModel):
         try:
             async with self._post('/chat/completions', json=body) as resp:
                 async for line in resp.content:  # one line at a time, as it arrives
-                    if (text := _chat_line(line.decode(), self.name, usage)) is None: break
+                    if (text := chat_line(line.decode(), self.name, usage)) is None: break
                     if text: yield text
         except _ERRORS as e: raise http_failure(self.name, e) from e
 
@@ -164,17 +165,12 @@ class HttpElevenLabsTTS(_HttpAdapter, TextToSpeech):
                  api_key: str | None = None, # key (settings: `ELEVENLABS_API_KEY`)
                  base_url: str = ELEVENLABS_URL, # API base URL (settings: `ELEVENLABS_BASE_URL`)
                  model: str = 'eleven_flash_v2_5', # the low-latency model
-                 stability: float = 0.4, # persona `voice.stability`
-                 similarity_boost: float = 0.75, # persona `voice.similarity_boost`
-                 style: float = 0., # persona `voice.style` (0 is fastest)
-                 speed: float = 1., # persona `voice.speed`
-                 use_speaker_boost: bool = True, # persona `voice.use_speaker_boost`
+                 voice: VoiceSettings = VoiceSettings(), # the persona's `voice` (stability, similarity, style, speed, speaker boost)
                  optimize_streaming_latency: int | None = 3, # 0..4 (4 also skips text normalisation: numbers suffer); None: not sent
                  timeout: float = 10., # seconds allowed to connect and between streamed chunks
                 ):
         self.voice_id, self.model, self.optimize_streaming_latency = voice_id, model, optimize_streaming_latency
-        self.voice_settings = dict(stability=stability, use_speaker_boost=use_speaker_boost, similarity_boost=similarity_boost,
-                                   style=style, speed=speed)
+        self.voice_settings = voice.elevenlabs_settings()
         name = f'elevenlabs:{model}'
         self._setup(name, base_url, {'xi-api-key': _key(api_key, name)}, timeout)
 
@@ -188,7 +184,7 @@ class HttpElevenLabsTTS(_HttpAdapter, TextToSpeech):
         try:
             async with self._post(f'/v1/text-to-speech/{self.voice_id}/stream', params=query, json=body) as resp:
                 async for chunk in resp.content.iter_any():  # whatever has arrived; the call cuts frames
-                    if first: _check_raw(chunk, self.name, 'ulaw_8000'); first = False
+                    if first: check_raw(chunk, self.name, 'ulaw_8000'); first = False
                     yield chunk
         except _ERRORS as e: raise http_failure(self.name, e) from e
 
@@ -200,7 +196,7 @@ async def _probe(name: str, url: str, headers: dict, timeout: float) -> str | No
             async with http.get(url, headers=headers) as resp:
                 if resp.status < 300: return None
                 text = (await resp.read())[:2000].decode('utf-8', 'replace')
-                try: why = _detail(json.loads(text))
+                try: why = error_detail(json.loads(text))
                 except ValueError: why = None
                 return f'{name}: HTTP {resp.status} from {url}: {why or text[:200] or resp.reason}'
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:

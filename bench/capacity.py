@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import CachedSynth, KnownTranscriptSTT, code_version, corpus_calls  # noqa: E402  (the sibling bench script)
 
 from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_encode, ulaw_to_payload
-from artist_hotline.call import CallSink
+from artist_hotline.records import CallSink
 from artist_hotline.fakecloud import Engines, create_fake_cloud, get_profile
 from artist_hotline.offline import ScriptedBrain
 from artist_hotline.persona import load_persona

@@ -62,7 +62,7 @@ async def test_two_turns_two_replies_and_memory():
     second = llm.prompts[1]
     assert [m['role'] for m in second] == ['system', 'assistant', 'user', 'assistant', 'user']
     assert second[2]['content'] == 'hello who is this' and second[3]['content'] == 'I paint with sound. What do you make?'
-    assert sum(m['content'] == call.persona.greeting for m in second) == 1
+    assert sum(m['content'] == call.memory.persona.greeting for m in second) == 1
     t = call.turns[1]
     assert t.speech_start <= t.speech_end <= t.endpoint <= t.first_sent  # the answer began during the caller's pause,
     assert t.speech_end <= t.transcript <= t.first_token <= t.first_sentence <= t.first_audio <= t.first_sent <= t.last_sent
@@ -77,7 +77,7 @@ class LengthSTT(EchoSTT):
 async def test_answer_started_in_a_pause_is_dropped_when_the_caller_goes_on():
     llm = CannedLLM('Right.')
     call, tw = make_call(llm=llm, turn=TurnSettings(eager_ms=100))
-    call.providers.stt = LengthSTT()
+    call.ear.stt = LengthSTT()
     runner = asyncio.create_task(call.run())
     # 0.6 s of speech, a 0.3 s pause (longer than eager_ms plus the detector's own tail, shorter than the hangover), 0.6 s more
     await talk(call, np.r_[voiced(0.6), silence(0.3), voiced(0.6, 1), silence(0.8)], 0.003)
@@ -188,7 +188,7 @@ async def test_provider_failure_gives_fallback_then_recovers(how):
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 2)
     assert call.turns[1].outcome == 'fallback' and llm.calls == 2  # retried once before falling back
-    assert call.turns[1].heard_text in call.persona.fallback_lines
+    assert call.turns[1].heard_text in call.memory.persona.fallback_lines
     await talk(call, np.r_[voiced(0.6, 1), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 3)
     assert call.turns[2].outcome == 'replied' and call.turns[2].heard_text == 'Back again.'
@@ -222,13 +222,13 @@ async def test_idle_reprompt_then_goodbye_and_hangup():
     await asyncio.wait_for(call.run(), 5)
     kinds = [t.kind for t in call.turns]
     assert kinds == ['greeting', 'reprompt', 'goodbye'], kinds
-    assert tw.hung_up and call.end_reason == 'caller silent'
+    assert tw.hung_up and call.record.end_reason == 'caller silent'
 
 
 async def test_max_call_length_says_goodbye():
     call, tw = make_call([], max_call_s=0.3)
     await asyncio.wait_for(call.run(), 5)
-    assert call.turns[-1].kind == 'goodbye' and call.end_reason == 'maximum call length' and tw.hung_up
+    assert call.turns[-1].kind == 'goodbye' and call.record.end_reason == 'maximum call length' and tw.hung_up
 
 
 async def test_stop_ends_call_and_dtmf_recorded():
@@ -238,4 +238,4 @@ async def test_stop_ends_call_and_dtmf_recorded():
     call.feed(Dtmf('MZ1', '4')); call.feed(Dtmf('MZ1', '2'))
     call.feed(Stop('MZ1'))
     await asyncio.wait_for(runner, 5)
-    assert call.dtmf == '42' and call.end_reason == 'caller hung up'
+    assert call.record.dtmf == '42' and call.record.end_reason == 'caller hung up'

@@ -170,7 +170,7 @@ async def test_rest_hangup_when_credentials_exist(hotline, twilio_rest):
     await asyncio.sleep(0.2)
     (update,) = [m for m in rest[TWILIO_SENT] if m.get('Status') == 'completed']
     assert update.get('CallSid', stream.call_sid) == stream.call_sid
-    assert app[FINISHED][-1].end_reason == 'caller silent'
+    assert app[FINISHED][-1].record.end_reason == 'caller silent'
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='Debian chromium is not installed (apt-get install -y chromium)')

@@ -10,7 +10,7 @@ import soundfile as sf
 from aiohttp import web
 
 from artist_hotline.audio import write_wav
-from artist_hotline.call import TurnRecord
+from artist_hotline.records import TurnRecord
 from artist_hotline.callsweb import CALLS_WEB, add_calls_routes, calls_html
 from artist_hotline.store import Store, utcnow
 

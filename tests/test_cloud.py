@@ -116,9 +116,7 @@ async def test_chat_can_be_abandoned_mid_reply(cloud):
 async def test_elevenlabs_bytes_pass_straight_through(sweeping):
     async with running_fake_cloud('instant', engines=sweeping) as cloud:
         v = load_persona().voice
-        tts = ElevenLabsTTS('voice-9', api_key='fake', base_url=cloud.elevenlabs_base_url, stability=v.stability,
-                            similarity_boost=v.similarity_boost, style=v.style, speed=v.speed, use_speaker_boost=v.use_speaker_boost,
-                            optimize_streaming_latency=None)
+        tts = ElevenLabsTTS('voice-9', api_key='fake', base_url=cloud.elevenlabs_base_url, voice=v, optimize_streaming_latency=None)
         text = 'I paint the sea every morning.'
         chunks = [c async for c in tts.speak(text)]
         assert b''.join(chunks) == encode_audio(*sweep(text), 'ulaw_8000')[0]

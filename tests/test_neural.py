@@ -11,7 +11,8 @@ from artist_hotline.neural import PIPER_JOE, WHISPER_TINY_EN, Bundle, PiperTTS, 
 from artist_hotline.offline import labelled, word_errors
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import ProviderError
-from artist_hotline.server import create_app, make_providers
+from artist_hotline.engines import make_providers
+from artist_hotline.server import create_app
 from artist_hotline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +164,8 @@ NO_NETWORK = textwrap.dedent('''
     sys.addaudithook(audit)
     from artist_hotline.audio import read_audio, to_phone
     from artist_hotline.persona import load_persona
-    from artist_hotline.server import make_providers
     from artist_hotline.settings import Settings
+    from artist_hotline.engines import make_providers
     async def main():
         p = make_providers(Settings(), load_persona())
         p.stt.load(); p.tts.load()

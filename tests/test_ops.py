@@ -211,10 +211,10 @@ def test_the_server_install_needs_no_workbench():
     cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
     base = {re.split(r'[<>=\[; ]', r, 1)[0].lower() for r in shlex.split(cfg['DEFAULT']['requirements'])}
     for heavy in ('librosa', 'pandas', 'matplotlib', 'jupyterlab', 'nbdev'): assert heavy not in base
-    code = ('import sys, artist_hotline.server as s, artist_hotline.cli\n'
+    code = ('import sys, artist_hotline.server, artist_hotline.cli, artist_hotline.engines as e\n'
             'from artist_hotline.settings import Settings\n'
-            's.make_providers(Settings(openai_api_key="k", elevenlabs_api_key="k", elevenlabs_voice_id="v"), s.load_persona())\n'
-            's.make_providers(Settings(), s.load_persona())\n'
+            'e.make_providers(Settings(openai_api_key="k", elevenlabs_api_key="k", elevenlabs_voice_id="v"), e.load_persona())\n'
+            'e.make_providers(Settings(), e.load_persona())\n'
             'print(" ".join(sorted({m.split(".")[0] for m in sys.modules})))')
     mods = set(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split())
-    assert not mods & {'librosa', 'pandas', 'matplotlib', 'scipy', 'sklearn', 'numba', 'IPython', 'nbdev', 'fastcore'}, mods
+    assert not mods & {'librosa', 'pandas', 'matplotlib', 'scipy', 'sklearn', 'numba', 'IPython', 'nbdev', 'execnb'}, mods

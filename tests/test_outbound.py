@@ -123,3 +123,30 @@ async def test_the_call_command_places_the_call(line, tmp_path):
     sid = out.decode().split()[1]
     call = await finished(app, fake, sid)
     assert call['persona'] == 'Mara' and call['caller'] == CALLEE
+
+
+async def test_a_persona_made_for_a_request_has_its_engines_closed_when_the_server_stops(tmp_path):
+    "Cloud engines for a persona first named by an outbound call are closed with the server's own: no HTTP session is left open."
+    from artist_hotline.fakecloud import running_fake_cloud
+    from artist_hotline.server import LINES
+    (tmp_path / 'personas').mkdir()
+    (tmp_path / 'personas' / 'mara.toml').write_text(MARA)
+    fake = ring_hotline(fake_twilio_api(ACCT, TOKEN), {CALLEE: [Step(pcm=voiced(0.8, 0), pause_s=0.2)]})
+    async with running_fake_cloud('instant') as cloud, TestServer(fake, host='127.0.0.1') as twilio:
+        s = Settings(database_url=f'sqlite:///{tmp_path}/c.sqlite3', twilio_account_sid=ACCT, twilio_auth_token=TOKEN, twilio_from_number=OURS,
+                     twilio_api_base=str(twilio.make_url('')).rstrip('/'), calls_ui_token=UI, personas_dir=str(tmp_path / 'personas'),
+                     openai_api_key='k', openai_base_url=cloud.openai_base_url, elevenlabs_api_key='k', elevenlabs_voice_id='v',
+                     elevenlabs_base_url=cloud.elevenlabs_base_url)
+        app = create_app(s)
+        server = TestServer(app, host='127.0.0.1')
+        await server.start_server()
+        own = {id(e) for e in app[LINES].engines.values()}
+        status, body = await place(str(server.make_url('')).rstrip('/'), {'to': CALLEE, 'persona': 'mara'})
+        assert status == 201
+        call = await finished(app, fake, body['sid'])
+        assert call['persona'] == 'Mara' and any(t['kind'] == 'greeting' and t['heard_text'] for t in call['turns'])  # in Mara's voice
+        engines = list(app[LINES].engines.values())
+        assert {id(e) for e in engines} - own  # Mara's voice was made for the request
+        await server.close()
+    sessions = [v for e in engines for v in vars(e).values() if isinstance(v, aiohttp.ClientSession)]
+    assert len(sessions) >= 3 and all(h.closed for h in sessions), [type(e).__name__ for e in engines]

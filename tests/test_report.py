@@ -6,16 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from artist_hotline.call import TurnRecord
+from artist_hotline.records import CallRecord, TurnRecord
 from artist_hotline.report import (Prices, call_table, load_calls, load_turns, simulated_calls, summarize, summary_text,
                                    write_report)
 from artist_hotline.store import Store, StoreSink, utcnow
 
-class FakeCall:
-    "What `StoreSink` reads of a call."
-    def __init__(self, sid, caller): self.sid, self.caller, self.stream_sid, self.dtmf = sid, caller, 'MZ' + sid[2:], ''
-    persona = type('P', (), dict(name='Synthetic Jason'))()
-    def now(self): return 0.0
+def FakeCall(sid, caller):
+    "What `StoreSink` reads of a call: its record."
+    return CallRecord(sid, 'MZ' + sid[2:], caller, 'Synthetic Jason')
 
 
 def reply(i, start, stt=0.4, llm=0.35, tts=0.3, **kw):

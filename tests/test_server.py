@@ -109,7 +109,7 @@ async def test_conversation_two_turns_greeting_once(hotline):
     assert second[3]['content'] == 'Nice to hear you. What do you make?'
     assert result.greeting_s is not None and all(t.latency_s is not None for t in result.turns)
     assert result.errors == [] and result.ended_by == 'caller'
-    assert result.custom_parameters['caller'] == '+15005550006' and call.caller == '+15005550006'
+    assert result.custom_parameters['caller'] == '+15005550006' and call.record.caller == '+15005550006'
 
 
 async def test_malformed_flood_leaves_call_working(hotline):
@@ -140,7 +140,7 @@ async def test_idle_reprompt_then_hangup(hotline):
     await asyncio.sleep(0.1)
     call = app[FINISHED][-1]
     assert [t.kind for t in call.turns] == ['greeting', 'reprompt', 'goodbye']
-    assert call.end_reason == 'caller silent' and stream.ended_by == 'server'
+    assert call.record.end_reason == 'caller silent' and stream.ended_by == 'server'
 
 
 async def test_shutdown_with_call_open_says_goodbye(hotline):
@@ -153,7 +153,7 @@ async def test_shutdown_with_call_open_says_goodbye(hotline):
     await server.close()  # on_shutdown: drain
     with pytest.raises(Hangup): await asyncio.wait_for(line, 20)
     await stream.close()
-    assert call.turns[-1].kind == 'goodbye' and call.end_reason == 'server shutting down'
+    assert call.turns[-1].kind == 'goodbye' and call.record.end_reason == 'server shutting down'
     assert call.ended.is_set() and stream.ended_by == 'server'
     assert len(stream.playback.audio) > heard_before  # the caller heard the goodbye
 

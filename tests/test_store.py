@@ -7,7 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from artist_hotline.audio import frames, ulaw_encode
-from artist_hotline.call import Call, TurnRecord
+from artist_hotline.call import Call
+from artist_hotline.records import CallRecord, TurnRecord
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
 from artist_hotline.store import (SCHEMA_VERSION, Store, StoreSink, database_url, is_anonymous, latency_ms,
@@ -64,8 +65,7 @@ async def test_turn_written_pending_then_updated(store):
 
 async def test_sink_keeps_the_order_of_writes(store):
     "Many updates of one turn issued at once land in issue order, whatever the pool's threads do."
-    call = type('FakeCall', (), dict(sid='CA7', caller='+15550000007', stream_sid='MZ7', dtmf='',
-                                     persona=load_persona(), now=lambda self: 1.0))()
+    call = CallRecord('CA7', 'MZ7', '+15550000007', load_persona().name, lambda: 1.0)
     rec = TurnRecord(1, caller_text='hi')
     async with StoreSink(store, batch=7) as sink:  # small batches: the order must hold across them
         tasks = []
@@ -86,8 +86,7 @@ async def test_sink_keeps_the_order_of_writes(store):
 async def test_call_started_at_the_webhook_gets_its_stream_sid_from_the_sink(store):
     await store.start_call('CA8', '+15550000008', 'Synthetic Jason')  # the voice webhook: no stream yet
     assert await store.open_calls() == 1
-    call = type('FakeCall', (), dict(sid='CA8', caller='+15550000008', stream_sid='MZ8', dtmf='',
-                                     persona=load_persona(), now=lambda self: 1.0))()
+    call = CallRecord('CA8', 'MZ8', '+15550000008', load_persona().name, lambda: 1.0)
     async with StoreSink(store) as sink: await sink.turn(call, TurnRecord(1, kind='greeting'))
     c = await store.get_call('CA8')
     assert (c['stream_sid'], c['persona'], len(c['turns'])) == ('MZ8', 'Synthetic Jason', 1)
@@ -124,9 +123,9 @@ async def test_a_conversation_through_the_sink(store):
         for f in frames(np.r_[speechlike(0.8, i), np.zeros(8000, np.int16)]):
             call.feed(Media('MZ1', ulaw_encode(f).tobytes())); await asyncio.sleep(0.001)
         await asyncio.sleep(0.1)
-    call._event('dtmf', digit='5'); call.dtmf = '5'
+    call.record.key('5')
     await call.close('test over'); await runner
-    await sink.end_call(call.sid, outcome=call.end_reason, summary=plain_summary(call.turns), recording='/tmp/CA42.wav')
+    await sink.end_call(call.sid, outcome=call.record.end_reason, summary=plain_summary(call.turns), recording='/tmp/CA42.wav')
     await sink.close()
     c = await store.get_call('CA42')
     assert [(t['kind'], t['outcome']) for t in c['turns']] == [('greeting', 'replied'), ('reply', 'replied'), ('reply', 'replied')]
@@ -141,8 +140,8 @@ async def test_a_conversation_through_the_sink(store):
 
 CRASHER = textwrap.dedent('''
     import asyncio, sys, time
-    from artist_hotline.call import TurnRecord
     from artist_hotline.store import Store, StoreSink
+    from artist_hotline.records import TurnRecord
     async def main():
         store = await Store(sys.argv[1]).open()
         sink = StoreSink(store)
@@ -226,7 +225,7 @@ async def test_list_and_get(store):
 
 async def test_a_write_the_database_refuses_is_set_aside_the_others_land(store):
     await store._tx(lambda c: c.exec_driver_sql('DROP TABLE events'))
-    call = type('C', (), dict(sid='CA1', caller='+1555', stream_sid='', dtmf='', persona=load_persona(), now=lambda self: 0.0))()
+    call = CallRecord('CA1', '', '+1555', load_persona().name)
     async with StoreSink(store) as sink:
         await sink.event(call, 'barge_in', {})
         await sink.turn(call, TurnRecord(1))
