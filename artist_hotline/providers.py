@@ -259,7 +259,7 @@ async def timed(stream: AsyncIterator, # a provider's async generator
     finally:
         if hasattr(it, 'aclose'): await it.aclose()
 
-# %% ../nbs/05_providers.ipynb #8aaccc24
+# %% ../nbs/05_providers.ipynb #aa9705a7
 async def retried(start: Callable[[], AsyncIterator], # starts the provider's stream
                   first_s: float, # deadline for the first item
                   gap_s: float, # deadline between later items
@@ -279,7 +279,7 @@ async def retried(start: Callable[[], AsyncIterator], # starts the provider's st
             report('provider_error', stage=stage, attempt=attempt, error=str(e)[:300])
             if got or attempt == 2: raise
 
-# %% ../nbs/05_providers.ipynb #7372f563
+# %% ../nbs/05_providers.ipynb #ce90c76d
 log = logging.getLogger('artist_hotline.providers')
 
 class Tasks:
@@ -296,7 +296,9 @@ class Tasks:
 
     def _done(self, t: asyncio.Task) -> None:
         self._tasks.discard(t)
-        if not t.cancelled() and t.exception(): log.error('%s: a task failed', self.name, exc_info=t.exception())
+        # a provider's failure is reported where it is met (a call event); anything else is a bug, logged with its traceback
+        if not t.cancelled() and t.exception() and not isinstance(t.exception(), ProviderError):
+            log.error('%s: a task failed', self.name, exc_info=t.exception())
 
     def cancel(self) -> None:
         "Cancel every task but the one running this."
@@ -310,13 +312,13 @@ class Tasks:
 
     def __len__(self) -> int: return len(self._tasks)
 
-# %% ../nbs/05_providers.ipynb #4c0619c9
+# %% ../nbs/05_providers.ipynb #2a7b1172
 def paid(engine: str, # an engine's name, as `Providers.describe` gives it
         ) -> bool:
     "Is this engine a paid cloud service?"
     return ':' in (engine or '')
 
-# %% ../nbs/05_providers.ipynb #2d1219f4
+# %% ../nbs/05_providers.ipynb #93997498
 class ProviderSession:
     "One call's connection to a streaming provider: opened in the background, opened again with backoff, replaced when broken, closed at the end."
     most_opens = 3 # connections a call opens (or tries to) at most

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from .callsweb import STAGE_COLOURS, STAGE_LABELS
 from .ops import Prices
 from .providers import paid
-from .store import STAGES, calls, make_engine, turns
+from .store import STAGES, calls, make_engine, migrate, turns
 
 # %% auto #0
 __all__ = ['SENTIMENT_COLOURS', 'load_calls', 'load_turns', 'turn_costs', 'call_table', 'summarize', 'simulated_calls',
@@ -24,12 +24,13 @@ __all__ = ['SENTIMENT_COLOURS', 'load_calls', 'load_turns', 'turn_costs', 'call_
 
 # %% ../nbs/12b_report.ipynb #795352f0
 def _read(db_url: str, query, columns: list[str]) -> pd.DataFrame:
-    "Run one query on a fresh engine (no tables yet: no rows)."
+    "Run one query on a fresh engine (no tables yet: no rows); a store of an older schema is brought up to date first, as the server would."
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table('turns'): return pd.DataFrame(columns=columns)
-            return pd.read_sql(query, conn)
+        with engine.begin() as conn: migrate(conn)
+        with engine.connect() as conn: return pd.read_sql(query, conn)
     finally: engine.dispose()
 
 def load_calls(db_url: str, # DATABASE_URL of the call store
