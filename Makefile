@@ -36,7 +36,8 @@ readme:
 notebooks: $(VENV)/.installed
 	$(BIN)/python .ci/notebooks.py
 
-# The docs site in _docs/ without Quarto: nbdev's processing of the notebooks, then nbconvert's HTML (open _docs/index.html).
+# The docs site in _docs/ without Quarto: nbdev's processing of the notebooks, then nbconvert's HTML, a contents column
+# and Pagefind's search (open _docs/index.html; the search box needs it served: python3 -m http.server -d _docs).
 docs: $(VENV)/.installed
 	$(BIN)/python .ci/docs.py
 

@@ -1,29 +1,42 @@
 """The docs site without Quarto, into _docs/: nbdev's own processing of every notebook (the `FilterDefaults`
 processors nbdev_docs runs: frontmatter, show_doc for every exported name, hidden and exported cells, links
 to documented names), then nbconvert's HTML export of each processed notebook, each show_doc with its
-parameter table, in a page with the sidebar of nbs/sidebar.yml.
+parameter table, in a page with the sidebar of nbs/sidebar.yml, a table of contents of the page's h2/h3
+headings, and a search box: Pagefind (the `pagefind[bin]` package) indexes the built pages.
 
-`make docs` builds it; open _docs/index.html. On GitHub, nbdev_docs builds the Quarto site from the same
+`make docs` builds it; open _docs/index.html (search needs the site served over http, as GitHub Pages
+serves it: `python -m http.server -d _docs`). On GitHub, nbdev_docs builds the Quarto site from the same
 configuration (.github/workflows/deploy.yaml). Pages are named as nbdev names them (01_audio.ipynb ->
 audio.html), so the `_modidx.py` links and links between notebooks work in both.
 """
-import argparse, html, json, multiprocessing, os, re, sys
+import argparse, html, importlib, json, multiprocessing, os, re, shutil, subprocess, sys
 from urllib.parse import unquote
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat, yaml
+from execnb.nbio import NbCell, mk_cell
+from fastcore.foundation import L
+from nbdev.processors import FilterDefaults, add_show_docs, _def_names, _get_nm, _show_docs, _want_doc, cell_lang
 
 root = Path(__file__).resolve().parents[1]
 nbs = root / 'nbs'
 SITE_CSS = """
 body { margin: 0; font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; }
-nav.sidebar { position: fixed; top: 0; bottom: 0; width: 16rem; overflow-y: auto; padding: 1rem; background: #f6f7f9; border-right: 1px solid #ddd; font-size: 90%; }
+nav.sidebar { position: fixed; top: 0; bottom: 0; left: 0; width: 16rem; overflow-y: auto; padding: 1rem; background: #f6f7f9; border-right: 1px solid #ddd; font-size: 90%; }
 nav.sidebar a { color: #234; text-decoration: none; display: block; padding: 2px 0; }
 nav.sidebar a.current { font-weight: 600; color: #2780e3; }
 nav.sidebar .section { margin-top: .8rem; font-weight: 600; color: #666; text-transform: uppercase; font-size: 80%; }
 nav.sidebar .home { font-size: 120%; font-weight: 700; margin-bottom: .5rem; }
-main { margin-left: 18rem; max-width: 60rem; padding: 1rem 2rem 4rem; }
+main, #Search { margin-left: 18rem; max-width: 60rem; padding: 1rem 2rem 4rem; }
+#Search { padding-bottom: 0; }
+nav.toc { margin: 1rem 0; padding: .5rem 1rem; font-size: 85%; border-left: 1px solid #eee; }
+nav.toc a { color: #444; text-decoration: none; display: block; padding: 1px 0; }
+nav.toc a.h3 { padding-left: 1rem; }
+nav.toc .toc-title { font-weight: 600; margin-bottom: .3rem; }
+@media (min-width: 1480px) {  /* wide enough: the contents in a column of their own, right of the page */
+  nav.toc { position: fixed; top: 0; bottom: 0; left: 82rem; right: 0; max-width: 18rem; margin: 0; padding: 1rem; overflow-y: auto; border-left: 1px solid #eee; }
+}
 h1.title { margin-bottom: .2rem; }
 a { color: #2780e3; }
 pre { background: #f7f7f7; padding: .5rem .8rem; overflow-x: auto; font-size: 85%; border-radius: 4px; }
@@ -191,12 +204,58 @@ def nav(sections, pages, titles, current: str) -> str:
     return '<nav class="sidebar">' + '\n'.join(out) + '</nav>'
 
 
+class add_show_docs_in_order(add_show_docs):
+    "nbdev's `add_show_docs`, with a cell's show_doc cells in source order (nbdev 2.4 inserts each right after the cell, reversing them)."
+    def begin(self):
+        nb = self.nb
+        exports = L(c for c in nb.cells if _want_doc(c))
+        shown = {_get_nm(t) for t in _show_docs(L(nb.cells).map(NbCell.parsed_).concat())}
+        for cell in reversed(exports):  # from the end, so the index of each cell not yet done holds
+            if cell_lang(cell) != 'python': raise ValueError(f"{cell.metadata.language} can't export:\n{cell.source}")
+            for i, nm in enumerate(_def_names(cell, shown)):
+                new = mk_cell(f'show_doc({nm})')
+                new.has_sd = True
+                nb.cells.insert(cell.idx_ + 1 + i, new)
+        nb.has_docs_ = shown or exports
+
+
+class SourceOrder(FilterDefaults):
+    "nbdev's processors (what nbdev_docs runs), with `add_show_docs_in_order` for `add_show_docs`."
+    def base_procs(self): return [add_show_docs_in_order if p is add_show_docs else p for p in super().base_procs()]
+
+
+def toc(body: str) -> str:
+    "The page's table of contents: its h2 and h3 headings, each a link to its id (what Quarto's `toc: true` shows)."
+    items = []
+    for level, hid, inner in re.findall(r'<(h[23]) id="([^"]+)"[^>]*>(.*?)</\1>', body, re.S):
+        text = html.unescape(re.sub(r'<[^>]+>', '', re.sub(r'<a class="anchor-link".*?</a>', '', inner, flags=re.S))).strip()
+        items.append(f'<a class="{level}" href="#{html.escape(hid, quote=True)}">{html.escape(text)}</a>')
+    if not items: return ''
+    return '<nav class="toc" id="TOC" aria-label="On this page" data-pagefind-ignore><div class="toc-title">On this page</div>' + '\n'.join(items) + '</nav>'
+
+
+# Pagefind's search box; its results link from the folder the pages are in (every page is at the site's top level),
+# so the site works wherever it is served. Ids in upper case never meet a heading's (Pandoc's are lower case).
+SEARCH = ('<link rel="stylesheet" href="pagefind/pagefind-ui.css"><script src="pagefind/pagefind-ui.js"></script>'
+          '<script>window.addEventListener("DOMContentLoaded", () => new PagefindUI({element: "#Search", showSubResults: true, '
+          'showImages: false, baseUrl: new URL(".", location.href).pathname}))</script>')
+
+
+def index_search(out: Path):
+    "Pagefind's index of the pages in `out` (the page bodies, `data-pagefind-body`), and its search UI, into `out/pagefind`."
+    shutil.rmtree(out / 'pagefind', ignore_errors=True)  # its files are named by content: an old index would stay beside the new
+    # `_` kept inside words, so that snake_case names are found whole; the headings' ¶ links left out of the text
+    r = subprocess.run([sys.executable, '-m', 'pagefind', '--site', str(out), '--glob', '*.html', '--include-characters', '_',
+                        '--exclude-selectors', '.anchor-link', '--quiet'], capture_output=True, text=True)
+    if r.returncode or not (out / 'pagefind' / 'pagefind-ui.js').exists(): sys.exit(f'pagefind failed:\n{r.stdout}{r.stderr}')
+
+
 def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int = 2) -> list[Path]:
     "Build the site into `out` (processed notebooks in `proc`); the pages written."
     import nbdev.serve_drv
     from nbconvert import HTMLExporter
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
-    from nbdev.processors import FilterDefaults, _default_exp
+    from nbdev.processors import _default_exp
     from nbdev.config import get_config
     from pygments.formatters import HtmlFormatter
     cfg = get_config()
@@ -210,8 +269,10 @@ def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int 
     # nbdev's processing, run as nbdev_proc_nbs runs it: nbdev.serve_drv.main on each notebook, in spawned processes.
     # Its warning about hidden cells that import and also set a constant (CORPUS) is left out: they are meant to run.
     os.environ['PYTHONWARNINGS'] = 'ignore:Found cells containing imports and other code:UserWarning'
+    # The processors go by name to the spawned processes: this module as `docs` (.ci is on their sys.path), not as __main__.
+    procs = importlib.import_module('docs').SourceOrder
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as ex:
-        list(ex.map(nbdev.serve_drv.main, [(nbs / n, proc / n, FilterDefaults) for n in listed]))
+        list(ex.map(nbdev.serve_drv.main, [(nbs / n, proc / n, procs) for n in listed]))
     pages = {n: page_name(nbs / n) for n in listed}
     if len(set(pages.values())) < len(pages): sys.exit(f'two notebooks make the same page: {sorted(pages.values())}')
     exporter = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
@@ -236,12 +297,14 @@ def build(out: Path = root / '_docs', proc: Path = root / '_proc', workers: int 
         page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f'<title>{html.escape(titles[n])} – {html.escape(cfg.title)}</title>'
-                f'<link rel="stylesheet" href="site.css"><link rel="stylesheet" href="styles.css"></head>\n<body>\n'
-                f'{nav(sections, pages, titles, n)}\n<main><header><h1 class="title">{html.escape(titles[n])}</h1>{desc}</header>\n'
+                f'<link rel="stylesheet" href="site.css"><link rel="stylesheet" href="styles.css">{SEARCH}</head>\n<body>\n'
+                f'{nav(sections, pages, titles, n)}\n<div id="Search" role="search"></div>\n'
+                f'<main data-pagefind-body><header><h1 class="title">{html.escape(titles[n])}</h1>{desc}</header>\n{toc(body)}\n'
                 f'{body}\n</main></body></html>\n')
         (out / pages[n]).write_text(page, encoding='utf-8')
         written.append(out / pages[n])
     (out / 'pages.json').write_text(json.dumps({pages[n]: titles[n] for n in listed}, indent=1))
+    index_search(out)
     return written
 
 

@@ -1,7 +1,7 @@
 """The docs site `make docs` builds without Quarto: a page per notebook with its title, figures and
-show_doc tables, the index as home page, and links that work, as the HTML says and as headless Chromium
-renders it."""
-import asyncio, json, re, shutil, subprocess, sys, tempfile
+show_doc tables (in source order, each with its source link), a table of contents and a search box, the
+index as home page, and links that work, as the HTML says and as headless Chromium renders it."""
+import asyncio, contextlib, json, re, shutil, subprocess, sys, tempfile
 from html import unescape
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -143,17 +143,41 @@ class Tab:
             images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
             links: [...document.querySelectorAll('a[href]')].map(a => a.href),
             ids: [...document.querySelectorAll('[id]')].map(e => e.id),
-            sidebar: document.querySelectorAll('nav.sidebar a').length, tables: document.querySelectorAll('table').length})""")
+            sidebar: document.querySelectorAll('nav.sidebar a').length, tables: document.querySelectorAll('table').length,
+            headings: [...document.querySelectorAll('main h2[id], main h3[id]')].map(h => h.id),
+            toc: [...document.querySelectorAll('#TOC a')].map(a => a.getAttribute('href')),
+            tocBox: document.querySelector('#TOC')?.getBoundingClientRect().toJSON(),
+            mainBox: document.querySelector('main').getBoundingClientRect().toJSON(),
+            search: !!document.querySelector('#Search input.pagefind-ui__search-input')})""")
+        return r['result']['value']
+
+    async def search(self, query: str) -> dict:
+        "Type `query` into the page's search box; Pagefind's message and the pages of its results, once every result shown is loaded."
+        await self.call('Runtime.evaluate', expression="document.querySelector('#Search input').focus()")
+        await self.call('Input.insertText', text=query)
+        r = await self.call('Runtime.evaluate', returnByValue=True, awaitPromise=True, expression="""new Promise(resolve => {
+            const box = document.querySelector('#Search');
+            const done = () => {  // Pagefind says "N results for …" and has filled in each result it lists
+                const message = box.querySelector('.pagefind-ui__message')?.textContent || '';
+                const results = [...box.querySelectorAll('.pagefind-ui__result')];
+                if (!/results? for/.test(message) || !results.every(r => r.querySelector('.pagefind-ui__result-link'))) return false;
+                resolve({message, pages: results.map(r => r.querySelector('.pagefind-ui__result-link').href),
+                         links: [...box.querySelectorAll('.pagefind-ui__result-link')].map(a => a.href)});
+                return true;
+            };
+            if (!done()) new MutationObserver((_, o) => done() && o.disconnect()).observe(box, {childList: true, subtree: true, characterData: true});
+        })""")
         return r['result']['value']
 
 
-async def chromium_pages(urls: list[str]) -> dict[str, dict]:
-    "Each of `urls` as headless Chromium shows it, in one browser."
+@contextlib.asynccontextmanager
+async def chromium_tab():
+    "A tab of headless Chromium, wide enough for the page's contents column."
     ud = tempfile.mkdtemp(prefix='chromium-')
     p = await asyncio.create_subprocess_exec(
         CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--remote-debugging-port=0', f'--user-data-dir={ud}', 'about:blank',
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        '--disable-component-update', '--disable-sync', '--window-size=1600,1000', '--remote-debugging-port=0', f'--user-data-dir={ud}',
+        'about:blank', stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     drain = None
     try:
         said = b''
@@ -169,12 +193,17 @@ async def chromium_pages(urls: list[str]) -> dict[str, dict]:
             async with http.ws_connect(pages[0]['webSocketDebuggerUrl'], max_msg_size=0) as ws:
                 tab = Tab(ws)
                 await tab.call('Page.enable')
-                return {u: await tab.open(u) for u in urls}
+                yield tab
     finally:
         if p.returncode is None: p.kill()
         await p.wait()
         if drain: await drain
         shutil.rmtree(ud, ignore_errors=True)
+
+
+async def chromium_pages(urls: list[str]) -> dict[str, dict]:
+    "Each of `urls` as headless Chromium shows it, in one browser."
+    async with chromium_tab() as tab: return {u: await tab.open(u) for u in urls}
 
 
 @pytest.mark.skipif(not CHROMIUM, reason='no Chromium or Chrome here (Debian: apt-get install -y chromium)')
@@ -189,12 +218,87 @@ async def test_site_in_headless_chromium(site):
         assert v['h1'] == title(nb) and v['title'].startswith(title(nb)), (nb.name, v['title'], v['h1'])
         assert v['sidebar'] == len(pages), nb.name  # the home link and every other page
         assert len(v['images']) >= figures(nb) and all(v['images']), (nb.name, v['images'])
+        assert v['toc'] == ['#' + h for h in v['headings']] and v['search'], nb.name  # the contents: every h2 and h3, in page order
+        if v['toc']: assert v['tocBox']['left'] >= v['mainBox']['right'] and v['tocBox']['width'] > 100, (nb.name, v['tocBox'], v['mainBox'])
         for link in v['links']:
             if not link.startswith(base): continue
             path, _, frag = unquote(link[len(base):]).partition('#')
             assert (site / path).exists(), (nb.name, link)
             if frag and path in ids: assert frag in ids[path], (nb.name, link)
     assert seen[base + 'audio.html']['tables'] > 0 and sum(len(v["images"]) for v in seen.values()) >= 25
+
+
+def test_table_of_contents(site):
+    "Each page has its h2 and h3 headings, in page order, as links in its table of contents (Quarto's `toc: true`)."
+    for page in site.glob('*.html'):
+        text = page.read_text()
+        main = text[text.index('<main'):]
+        headings = re.findall(r'<h[23] id="([^"]+)"', main)
+        toc = re.search(r'<nav class="toc" id="TOC"[^>]*>(.*?)</nav>', text, re.S)
+        assert bool(toc) == bool(headings), page.name
+        if toc: assert re.findall(r'href="#([^"]+)"', toc.group(1)) == headings, page.name
+    turns = re.search(r'<nav class="toc" id="TOC"[^>]*>(.*?)</nav>', (site / 'turns.html').read_text(), re.S).group(1)
+    assert '<a class="h2" href="#the-turn-taker">The turn-taker</a>' in turns and '<a class="h3" href="#turntaker">TurnTaker</a>' in turns
+
+
+def source_links(html: str) -> list[tuple[str, int, str]]:
+    "Each show_doc's source link on a page: (url without its line, line, the name documented under it)."
+    return [(m.group(1), int(m.group(2)), unescape(re.sub(r'<[^>]+>|¶', '', m.group(3))).strip())
+            for m in re.finditer(r'<a href="([^"#]+)#L(\d+)"[^>]*>source</a>.*?<h[34][^>]*>(.*?)</h[34]>', html, re.S)]
+
+
+def test_api_entries_in_source_order(site):
+    "A notebook cell that defines several names shows their entries in the order it defines them (nbdev 2.4 reverses them)."
+    audio = [name for _, _, name in source_links((site / 'audio.html').read_text())]
+    assert audio.index('ulaw_encode') < audio.index('ulaw_decode')  # one cell: ulaw_encode, then ulaw_decode
+    for page in site.glob('*.html'):  # nbdev_export writes the cells in notebook order, so the lines of a module rise down its page
+        lines = {}
+        for url, line, _ in source_links(page.read_text()): lines.setdefault(url, []).append(line)
+        for url, ls in lines.items(): assert ls == sorted(ls), (page.name, url, ls)
+    from execnb.nbio import dict2nb, mk_cell
+    from nbdev.process import NBProcessor
+    from docs import add_show_docs_in_order
+    nb = dict2nb({'cells': [mk_cell('#| export\ndef second(): pass\nclass First: pass'), mk_cell('second()')], 'metadata': {}})
+    NBProcessor(nb=nb, procs=[add_show_docs_in_order]).process()
+    assert [c.source for c in nb.cells][1:] == ['show_doc(second)', 'show_doc(First)', 'second()']
+
+
+def test_source_links(site):
+    "Every show_doc's source link is the repository and branch of settings.ini, at the file and line that define the name."
+    from configparser import ConfigParser
+    cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini'); cfg = cfg['DEFAULT']
+    prefix = f"{cfg['git_url'].rstrip('/')}/blob/{cfg['branch']}/{cfg['lib_path']}/"
+    n = 0
+    for page in site.glob('*.html'):
+        links = source_links(text := page.read_text())
+        assert text.count('>source</a>') == len(links), page.name  # each with a line, and a name under it
+        for url, line, name in links:
+            assert url.startswith(prefix) and url.endswith('.py'), (page.name, url)
+            src = (ROOT / cfg['lib_path'] / url[len(prefix):]).read_text().splitlines()
+            assert re.match(rf'\s*(async\s+def|def|class)\s+{re.escape(name.split(".")[-1])}\b', src[line - 1]), (page.name, name, url, line)
+            n += 1
+    assert n >= 250, n  # the show_doc of nearly every exported name has one
+
+
+@pytest.mark.skipif(not CHROMIUM, reason='no Chromium or Chrome here (Debian: apt-get install -y chromium)')
+async def test_search_in_headless_chromium(site):
+    "A name typed into a page's search box lists the page that documents it, linked where the site is served (here under /docs/)."
+    from aiohttp import web
+    app = web.Application()
+    app.router.add_static('/docs/', site)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, '127.0.0.1', 0).start()
+    base = f'http://127.0.0.1:{runner.addresses[0][1]}/docs/'
+    try:
+        async with chromium_tab() as tab:
+            for page, query, want in [('index.html', 'TurnTaker', 'turns.html'), ('vad.html', 'pcm_to_payload', 'audio.html')]:
+                assert (await tab.open(base + page))['search'], page
+                found = await asyncio.wait_for(tab.search(query), 120)
+                assert base + want in found['pages'][:3], (query, found)
+                assert f'{base}{want}#{query.lower()}' in found['links'], (query, found['links'])  # and its entry on that page
+    finally:
+        await runner.cleanup()
 
 
 def test_make_notebooks_masks_what_is_random():
