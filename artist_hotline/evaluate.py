@@ -21,7 +21,7 @@ from .simulate import (Hangup, SimResult, TwilioStream, fetch_twiml, map_stream_
 __all__ = ['PIPER_VOICES', 'FSDD_SPEAKERS', 'STARTER', 'DIGITS', 'DEFAULT_CORPUS', 'MARGIN_S', 'JUDGE_SCHEMA', 'JUDGE_PROMPT',
            'ScenarioError', 'read_yaml', 'Voice', 'Line', 'Expect', 'TurnSpec', 'Scenario', 'load_scenario',
            'scenario_files', 'load_scenarios', 'speak', 'room_response', 'speech_on_line', 'noise_bed', 'Impairments',
-           'LineStream', 'dial_line', 'Hotline', 'local_hotline', 'Call', 'turn_audio', 'call_scenario',
+           'LineStream', 'dial_line', 'Hotline', 'local_hotline', 'ScenarioCall', 'turn_audio', 'call_scenario',
            'server_record', 'Check', 'TurnResult', 'ScenarioResult', 'turn_results', 'heard_error_rate', 'check_turn',
            'check_call', 'judge_format', 'judge_messages', 'parse_verdicts', 'fake_judgement', 'judge_call',
            'transcript', 'judge_questions', 'run_scenario', 'Scorecard', 'EvalFailed', 'make_judge', 'run_eval',
@@ -447,7 +447,7 @@ class Impairments:
             self.release = now + round(self.rng.uniform(FRAME_SAMPLES, max(FRAME_SAMPLES, ln.jitter_ms * SAMPLE_RATE / 1000)))
         return now < self.release
 
-# %% ../nbs/17_eval.ipynb #d494aa80
+# %% ../nbs/17_eval.ipynb #475290a3
 class LineStream(TwilioStream):
     "Twilio's side of one stream with a line in it: the line's noise under every frame; media messages lost, or held up and sent in a burst."
     def __init__(self, *args,
@@ -483,7 +483,7 @@ async def dial_line(server_url:str, # the hotline's base URL
                     line:Line|None=None, # the line
                     bed:np.ndarray|None=None, # its background noise (`noise_bed`)
                     auth_token:str|None=None, # sign the webhook and the handshake as Twilio would
-                    speed:float=0., # 1: real time; 0: as fast as the server allows
+                    speed:float=1., # 1: real time; 0: as fast as the hotline allows
                     seed:int=0, # seed of the line's losses and hold-ups
                    )->LineStream:
     "Ring the hotline as Twilio does, from a number of its own (no caller memory, no per-caller limits), over `line`."
@@ -542,9 +542,9 @@ async def local_hotline(cloud:bool=False, # the cloud adapters against the fake 
         await web.TCPSite(runner, '127.0.0.1', 0).start()
         yield Hotline(f'http://127.0.0.1:{runner.addresses[0][1]}', calls_token=token, engines=app[PROVIDERS].describe(), **judge)
 
-# %% ../nbs/17_eval.ipynb #23ce926b
+# %% ../nbs/17_eval.ipynb #b504f429
 @dataclass
-class Call:
+class ScenarioCall:
     "One scenario's call, as the simulated Twilio saw it."
     sim: SimResult # the stream's record (`simulate.sim_result`)
     began: list # per turn played: when it began, seconds since the stream started (the caller's wall clock)
@@ -572,12 +572,14 @@ async def call_scenario(sc:Scenario, # the scenario
                         reply_timeout_s:float=10., # longest wait for a reply to begin
                         corpus:str|Path|None=DEFAULT_CORPUS, # the corpus folder
                         seed:int=0, # seed of the line
-                        settle_s:float=0.6, # a reply is over when nothing has played for this long
-                       )->Call:
+                        settle_s:float|None=None, # a reply is over when nothing has played for this long (None: 0.6 s, 1.5 s at speed 0)
+                       )->ScenarioCall:
     "Phone the hotline and play the scenario's caller over its line."
     audio = await turn_audio(sc, corpus)
     bed = await asyncio.get_running_loop().run_in_executor(None, noise_bed, sc.line, Path(sc.path).parent, corpus, seed)
-    stream = await dial_line(url, sc.line, bed, auth_token, sc.speed if sc.speed is not None else speed, seed)
+    speed = sc.speed if sc.speed is not None else speed
+    if settle_s is None: settle_s = 0.6 if speed else 1.5  # at speed 0 a reply plays as it comes: a sentence still being made is a gap
+    stream = await dial_line(url, sc.line, bed, auth_token, speed, seed)
     loop, said, began, since = asyncio.get_running_loop(), [], [], 0
     t0 = loop.time()
     turns = sc.turns
@@ -616,7 +618,7 @@ async def call_scenario(sc:Scenario, # the scenario
         await stream.stop()
     except Hangup: pass
     finally: await stream.close()
-    return Call(sim_result(stream, said), began, stream.lost, stream.held_up)
+    return ScenarioCall(sim_result(stream, said), began, stream.lost, stream.held_up)
 
 # %% ../nbs/17_eval.ipynb #8d177133
 async def server_record(url:str, # the hotline
@@ -688,7 +690,7 @@ class ScenarioResult:
         v = [getattr(t, key) for t in self.turns if getattr(t, key) is not None]
         return float(np.mean(v)) if v else None
 
-# %% ../nbs/17_eval.ipynb #00aef3f1
+# %% ../nbs/17_eval.ipynb #598d4c5f
 MARGIN_S = 0.3 # a hotline turn belongs to the caller turn that began before it, give or take this (the two clocks start apart)
 
 def _anchor(r:dict)->float|None:
@@ -696,7 +698,7 @@ def _anchor(r:dict)->float|None:
     return r.get('speech_start') if r.get('speech_start') is not None else r.get('first_sent')
 
 def turn_results(sc:Scenario, # the scenario
-                 call:Call, # its call
+                 call:ScenarioCall, # its call
                  record:dict|None=None, # the hotline's record of it (`server_record`)
                  transcribe=None, # a blocking speech-to-text (pcm -> text) for when there is no record
                 )->list[TurnResult]:
@@ -707,7 +709,7 @@ def turn_results(sc:Scenario, # the scenario
     for j, st in enumerate(sim.turns):
         t = sc.turns[st.index]
         tr = TurnResult(st.index + 1, st.label, t.words, voice_to_voice_s=st.latency_s if t.say or t.wav else None, clear_s=st.clear_s,
-                        cut_off=st.bot_dropped_s > 0.02 or (st.clear_s is not None))
+                        cut_off=st.bot_dropped_s > 0.02)
         nxt = sim.turns[j + 1].caller_start_s if j + 1 < len(sim.turns) else sim.duration_s
         if record is not None:
             mine = [r for r in rec if edges[st.index] <= _anchor(r) < edges[st.index + 1]]
@@ -725,14 +727,17 @@ def turn_results(sc:Scenario, # the scenario
         out.append(tr)
     return out
 
-# %% ../nbs/17_eval.ipynb #3b770299
+# %% ../nbs/17_eval.ipynb #eb04894d
 _SPELLING = [(re.compile(r"(?<=[a-z]{2})our(?=s?\b|ite|ed|ing)"), 'or'), (re.compile(r"(?<=[a-z]{3})is(?=e[sd]?\b|ing\b|ation)"), 'iz'),
-             (re.compile(r'\bgrey\b'), 'gray'), (re.compile(r'\b(?:ok|o\.k\.)\b'), 'okay')]
+             (re.compile(r'\bgrey\b'), 'gray'), (re.compile(r'\b(?:ok|o\.k\.)\b'), 'okay'),
+             (re.compile(r"\bcan't\b"), 'can not'), (re.compile(r"\bwon't\b"), 'will not'), (re.compile(r"n't\b"), ' not'),
+             (re.compile(r"'re\b"), ' are'), (re.compile(r"'ve\b"), ' have'), (re.compile(r"'ll\b"), ' will'), (re.compile(r"\bi'm\b"), 'i am'),
+             (re.compile(r"\b(it|that|what|where|who|how|there|here|he|she)'s\b"), r'\1 is'), (re.compile(r"\blet's\b"), 'let us')]
 
 def heard_error_rate(said:str, # what the caller said
                      heard:str, # what the hotline heard
                     )->float:
-    "Word error rate of `heard`, British and American spellings counted alike (colour, color; realise, realize)."
+    "Word error rate of `heard`, British and American spellings (colour, color) and contractions (where's, where is) counted alike."
     def plain(text):
         text = text.lower()
         for pattern, to in _SPELLING: text = pattern.sub(to, text)
@@ -743,7 +748,7 @@ def _said(text:str, phrase:str)->bool:
     "Does `text` contain `phrase` as whole words (case, punctuation and number forms aside)?"
     return f" {' '.join(words(phrase))} " in f" {' '.join(words(text))} "
 
-# %% ../nbs/17_eval.ipynb #80e6929c
+# %% ../nbs/17_eval.ipynb #59cbcd1c
 def check_turn(t:TurnSpec, # what the scenario expects
                r:TurnResult, # what happened
               )->list[Check]:
@@ -758,8 +763,8 @@ def check_turn(t:TurnSpec, # what the scenario expects
         v = r.voice_to_voice_s
         add(f'reply_within_s {e.reply_within_s:g}', v is not None and v <= e.reply_within_s,
             'no reply was heard' if v is None else f'reply heard {v:.2f} s after the caller stopped')
-    if e.replies is not None:
-        heard = r.voice_to_voice_s is not None if r.server_turns is None else bool(r.reply) and r.server_turns > 0
+    if e.replies is not None:  # a reply of its own (the record's), or any sound after the caller stopped (the caller's ears)
+        heard = bool(r.reply) if r.server_turns is not None else r.voice_to_voice_s is not None
         add(f'replies {str(e.replies).lower()}', heard == e.replies, f'replied: {r.reply!r}' if heard else 'no reply')
     if e.not_cut_off: add('not_cut_off', not r.cut_off and not r.interrupted, 'the reply was cut off' if r.cut_off or r.interrupted else 'played to its end')
     if e.keeps_talking: add('keeps_talking', r.clear_s is None and not r.interrupted,
@@ -771,15 +776,17 @@ def check_turn(t:TurnSpec, # what the scenario expects
     if e.one_turn:
         if r.server_turns is None: add('one_turn', None, no_record)
         else: add('one_turn', r.server_turns == 1, f'the hotline made {r.server_turns} turns of it: heard {r.heard!r}')
-    reply = r.reply or ''
-    for p in e.mentions: add(f'mentions {p!r}', _said(reply, p), f'reply: {reply!r}')
-    if e.mentions_any: add(f'mentions_any {e.mentions_any}', any(_said(reply, p) for p in e.mentions_any), f'reply: {reply!r}')
-    for p in e.never_mentions: add(f'never_mentions {p!r}', not _said(reply, p), f'reply: {reply!r}')
+    reply, unread = r.reply or '', 'not checkable: no text of the reply (no record of the hotline, no speech-to-text)'
+    said = lambda p: None if r.reply is None else _said(reply, p)
+    for p in e.mentions: add(f'mentions {p!r}', said(p), f'reply: {reply!r}' if r.reply is not None else unread)
+    if e.mentions_any: add(f'mentions_any {e.mentions_any}', None if r.reply is None else any(map(said, e.mentions_any)),
+                           f'reply: {reply!r}' if r.reply is not None else unread)
+    for p in e.never_mentions: add(f'never_mentions {p!r}', None if r.reply is None else not said(p), f'reply: {reply!r}' if r.reply is not None else unread)
     if e.tool: add(f'tool {e.tool!r}', None, 'not checkable: the hotline records no tool events yet')
     return out
 
 def check_call(sc:Scenario, # the scenario
-               call:Call, # its call
+               call:ScenarioCall, # its call
                turns:list[TurnResult], # `turn_results`
                record:dict|None=None, # the hotline's record
               )->list[Check]:
@@ -788,6 +795,8 @@ def check_call(sc:Scenario, # the scenario
     out = [Check('the Twilio protocol', not sim.errors, sim.errors[0] if sim.errors else f'{len(sim.sent)} messages sent, {len(sim.received)} received')]
     if sc.greeting: out.append(Check('greeting heard', sim.greeting_s is not None, '' if sim.greeting_s is None else f'after {sim.greeting_s:.2f} s'))
     for r in turns: out += check_turn(sc.turns[r.turn - 1], r)
+    for n in range(len(turns) + 1, len(sc.turns) + 1):  # the call ended before these turns
+        out.append(Check('played', False, f'the call ended before this turn (ended by the {sim.ended_by})', n))
     if 'greeting_within_s' in e:
         g = sim.greeting_s
         out.append(Check(f"greeting_within_s {e['greeting_within_s']:g}", g is not None and g <= e['greeting_within_s'],
@@ -873,11 +882,16 @@ def judge_questions(sc:Scenario)->list[tuple[int|None, str]]:
     for i, t in enumerate(sc.turns, 1): qs += [(i, f'In caller turn {i} ({t.label!r}): {q}') for q in t.expect.judge]
     return qs
 
-# %% ../nbs/17_eval.ipynb #f790e4a3
+# %% ../nbs/17_eval.ipynb #b0c2f306
+def _shown(path)->str:
+    "A path as a scorecard shows it: from the current folder when it is inside it (no home folders in committed results)."
+    p = Path(path).resolve()
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(path)
+
 def _needs_corpus(sc:Scenario, corpus)->str:
     "Why the scenario cannot run here ('' if it can)."
     if sc.corpus_files() and not (corpus and (Path(corpus) / 'MANIFEST.md').exists()):
-        return f'needs the corpus ({", ".join(sorted(set(sc.corpus_files())))}), not found at {corpus}'
+        return f'needs the corpus ({", ".join(sorted(set(sc.corpus_files())))}), ' + (f'not found at {corpus}' if corpus else 'and none was given')
     return ''
 
 async def run_scenario(sc:Scenario, # the scenario
@@ -890,7 +904,7 @@ async def run_scenario(sc:Scenario, # the scenario
                        out:str|Path|None=None, # write the call as a stereo WAV here (a folder)
                       )->ScenarioResult:
     "Call the hotline with one scenario and check everything it expects."
-    res = ScenarioResult(sc.name, sc.path, sc.caller_kind, 'skipped')
+    res = ScenarioResult(sc.name, _shown(sc.path), sc.caller_kind, 'skipped')
     if (why := _needs_corpus(sc, corpus)): res.note = why; return res
     t0 = time.monotonic()
     call = await call_scenario(sc, hotline.url, hotline.auth_token, speed, reply_timeout_s, corpus)
@@ -1023,7 +1037,7 @@ class Scorecard:
         ax.title.set_fontsize(10); ax.legend(fontsize=8)
         return fig
 
-# %% ../nbs/17_eval.ipynb #69de3efd
+# %% ../nbs/17_eval.ipynb #4b62c4d2
 class EvalFailed(RuntimeError):
     "A scenario failed or could not be run."
 
@@ -1071,7 +1085,7 @@ async def run_eval(paths:list|None=None, # scenario files and folders (None: the
         async def one(sc):
             async with gate:
                 try: r = await run_scenario(sc, hotline, speed, judge, transcribe, corpus, reply_timeout_s, calls)
-                except Exception as e: r = ScenarioResult(sc.name, sc.path, sc.caller_kind, 'error', note=f'{type(e).__name__}: {e}')
+                except Exception as e: r = ScenarioResult(sc.name, _shown(sc.path), sc.caller_kind, 'error', note=f'{type(e).__name__}: {e}')
             bad = r.failures[0] if r.failures else None
             write(f'{r.status.upper():7} {r.name} ({r.kind}, {r.wall_s:.1f} s)' + (f': turn {bad.turn}: {bad.what}: {bad.detail}' if bad and bad.turn
                   else f': {bad.what}: {bad.detail}' if bad else f': {r.note}' if r.status in ('error', 'skipped') else ''))
@@ -1080,7 +1094,7 @@ async def run_eval(paths:list|None=None, # scenario files and folders (None: the
         if judge is not None: await judge.aclose()
     where = url or ('local hotline, cloud path on the fake cloud' if cloud else 'local hotline, offline engines')
     meta = dict(hotline=where, engines=hotline.engines, started=started, version=__version__, speed=speed, concurrency=concurrency,
-                judge=judge.name if judge else None, scenarios=[str(p) for p in paths],
+                judge=judge.name if judge else None, scenarios=[_shown(p) for p in paths],
                 load_average=[round(load, 2), round(os.getloadavg()[0], 2)], cpus=os.cpu_count())  # the machine's business, start and end
     card = Scorecard(meta, list(results))
     if out: card.write(Path(out) / 'scorecard.json')
