@@ -500,7 +500,7 @@ async def dial_line(server_url:str, # the hotline's base URL
     await stream.send_connected(); await stream.send_start()
     return stream
 
-# %% ../nbs/17_eval.ipynb #dcdb8937
+# %% ../nbs/17_eval.ipynb #866e8a20
 @dataclass
 class Hotline:
     "A hotline to call: where it is and what opens its records."
@@ -542,7 +542,7 @@ async def local_hotline(cloud:bool=False, # the cloud adapters against the fake 
         await web.TCPSite(runner, '127.0.0.1', 0).start()
         yield Hotline(f'http://127.0.0.1:{runner.addresses[0][1]}', calls_token=token, engines=app[PROVIDERS].describe(), **judge)
 
-# %% ../nbs/17_eval.ipynb #b504f429
+# %% ../nbs/17_eval.ipynb #c7869914
 @dataclass
 class ScenarioCall:
     "One scenario's call, as the simulated Twilio saw it."
@@ -620,7 +620,7 @@ async def call_scenario(sc:Scenario, # the scenario
     finally: await stream.close()
     return ScenarioCall(sim_result(stream, said), began, stream.lost, stream.held_up)
 
-# %% ../nbs/17_eval.ipynb #8d177133
+# %% ../nbs/17_eval.ipynb #c7ab754e
 async def server_record(url:str, # the hotline
                         call_sid:str, # the call
                         token:str, # its CALLS_UI_TOKEN
@@ -637,7 +637,7 @@ async def server_record(url:str, # the hotline
             if (call and call.get('ended_at')) or loop.time() > deadline: return call
             await asyncio.sleep(0.2)  # the hotline completes its records just after the call
 
-# %% ../nbs/17_eval.ipynb #8926aab0
+# %% ../nbs/17_eval.ipynb #97079148
 @dataclass
 class Check:
     "One expectation, and whether it held (None: it could not be checked here; `detail` says why)."
@@ -690,7 +690,7 @@ class ScenarioResult:
         v = [getattr(t, key) for t in self.turns if getattr(t, key) is not None]
         return float(np.mean(v)) if v else None
 
-# %% ../nbs/17_eval.ipynb #598d4c5f
+# %% ../nbs/17_eval.ipynb #d1c4fe9a
 MARGIN_S = 0.3 # a hotline turn belongs to the caller turn that began before it, give or take this (the two clocks start apart)
 
 def _anchor(r:dict)->float|None:
@@ -727,7 +727,7 @@ def turn_results(sc:Scenario, # the scenario
         out.append(tr)
     return out
 
-# %% ../nbs/17_eval.ipynb #eb04894d
+# %% ../nbs/17_eval.ipynb #51cd5104
 _SPELLING = [(re.compile(r"(?<=[a-z]{2})our(?=s?\b|ite|ed|ing)"), 'or'), (re.compile(r"(?<=[a-z]{3})is(?=e[sd]?\b|ing\b|ation)"), 'iz'),
              (re.compile(r'\bgrey\b'), 'gray'), (re.compile(r'\b(?:ok|o\.k\.)\b'), 'okay'),
              (re.compile(r"\bcan't\b"), 'can not'), (re.compile(r"\bwon't\b"), 'will not'), (re.compile(r"n't\b"), ' not'),
@@ -748,7 +748,7 @@ def _said(text:str, phrase:str)->bool:
     "Does `text` contain `phrase` as whole words (case, punctuation and number forms aside)?"
     return f" {' '.join(words(phrase))} " in f" {' '.join(words(text))} "
 
-# %% ../nbs/17_eval.ipynb #59cbcd1c
+# %% ../nbs/17_eval.ipynb #e4fe305a
 def check_turn(t:TurnSpec, # what the scenario expects
                r:TurnResult, # what happened
               )->list[Check]:
@@ -812,7 +812,7 @@ def check_call(sc:Scenario, # the scenario
     for p in e.get('never_mentions', []): out.append(Check(f'never_mentions {p!r}', not _said(everything, p), ''))
     return out
 
-# %% ../nbs/17_eval.ipynb #07fc5fdf
+# %% ../nbs/17_eval.ipynb #f7fbec98
 JUDGE_SCHEMA = {  # OpenAI's strict structured outputs: every property required, nothing else allowed
     'type': 'object', 'additionalProperties': False, 'required': ['verdicts'],
     'properties': {'verdicts': {'type': 'array', 'items': {
@@ -845,7 +845,7 @@ def parse_verdicts(text:str, # the judge's answer
     if missing: raise ValueError(f'the judge gave no verdict on question(s) {missing}')
     return [got[i] for i in range(1, n + 1)]
 
-# %% ../nbs/17_eval.ipynb #1b814c67
+# %% ../nbs/17_eval.ipynb #256e00b0
 def fake_judgement(messages:list[dict], # a judge request's messages (`judge_messages`)
                   )->str:
     "The fake cloud's answer to a judge request: every question passed, in the schema (it does not judge)."
@@ -862,7 +862,7 @@ async def judge_call(llm, # a `LanguageModel` that takes `response_format` (`wir
     async def run(): return ''.join([t async for t in llm.reply(judge_messages(transcript, questions), response_format=judge_format())])
     return parse_verdicts(await asyncio.wait_for(run(), timeout_s), len(questions))
 
-# %% ../nbs/17_eval.ipynb #ad484029
+# %% ../nbs/17_eval.ipynb #1bd14244
 def transcript(sc:Scenario, # the scenario
                turns:list[TurnResult], # what happened
                record:dict|None=None, # the hotline's record (for its greeting)
@@ -882,7 +882,7 @@ def judge_questions(sc:Scenario)->list[tuple[int|None, str]]:
     for i, t in enumerate(sc.turns, 1): qs += [(i, f'In caller turn {i} ({t.label!r}): {q}') for q in t.expect.judge]
     return qs
 
-# %% ../nbs/17_eval.ipynb #b0c2f306
+# %% ../nbs/17_eval.ipynb #8de5880a
 def _shown(path)->str:
     "A path as a scorecard shows it: from the current folder when it is inside it (no home folders in committed results)."
     p = Path(path).resolve()
@@ -937,7 +937,7 @@ async def run_scenario(sc:Scenario, # the scenario
     if out is not None: sim.write_call_wav(Path(out) / f'{sc.name}.wav')
     return res
 
-# %% ../nbs/17_eval.ipynb #63b05347
+# %% ../nbs/17_eval.ipynb #9d324244
 def _mean(v): v = [x for x in v if x is not None]; return float(np.mean(v)) if v else None
 
 @dataclass
@@ -1037,7 +1037,7 @@ class Scorecard:
         ax.title.set_fontsize(10); ax.legend(fontsize=8)
         return fig
 
-# %% ../nbs/17_eval.ipynb #4b62c4d2
+# %% ../nbs/17_eval.ipynb #033e2200
 class EvalFailed(RuntimeError):
     "A scenario failed or could not be run."
 
@@ -1100,7 +1100,7 @@ async def run_eval(paths:list|None=None, # scenario files and folders (None: the
     if out: card.write(Path(out) / 'scorecard.json')
     return card
 
-# %% ../nbs/17_eval.ipynb #44b6e2cd
+# %% ../nbs/17_eval.ipynb #b7ad5b12
 def eval_command(paths:list|None=None, # scenario files and folders (None: the starter set)
                  out:str|Path='out/eval', # where scorecard.json and the calls' WAVs go
                  write=print, # where the scorecard goes
