@@ -31,6 +31,7 @@ setuptools.setup(
     keywords=cfg['keywords'].split(),
     packages=setuptools.find_packages(include=['artist_hotline', 'artist_hotline.*']),
     include_package_data=True,
+    package_data={'artist_hotline': ['scenarios/*.yaml']},  # the eval's starter set
     install_requires=requirements,
     extras_require={'workbench': workbench_requirements, 'dev': workbench_requirements + dev_requirements},  # `serve` needs neither
     python_requires='>=' + min_python,

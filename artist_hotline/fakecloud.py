@@ -559,11 +559,15 @@ def _chunk(cid: str, created: int, model: str, delta: dict | None = None, finish
 def _summary(said: list[dict], # the request's messages
              response_format: dict | None = None, # the request's `response_format`
             ) -> str:
-    "The answer to the hotline's call-summary or call-insights request, or '' for any other conversation."
+    "The answer to the hotline's call-summary or call-insights request, or to the eval judge's, or '' for any other conversation."
     lines = [l[len('user: '):] for m in said[1:] for l in m['content'].splitlines() if l.startswith('user: ')]
-    if ((response_format or {}).get('json_schema') or {}).get('name') == 'call_insights':
+    schema = ((response_format or {}).get('json_schema') or {}).get('name')
+    if schema == 'call_insights':
         from artist_hotline.insights import heuristic_insights
         return json.dumps(heuristic_insights(lines))  # a model that keeps to the schema
+    if schema == 'eval_judge':  # `artist-hotline eval`'s LLM judge: answered in the schema, every question passed
+        from artist_hotline.evaluate import fake_judgement
+        return fake_judgement(said)
     from artist_hotline.aftercall import SUMMARY_PROMPT
     if not (said[0]['role'] == 'system' and said[0]['content'] == SUMMARY_PROMPT): return ''
     return 'The caller talked about: ' + '; '.join(lines[-4:]) + '.' if lines else 'The caller said nothing of note.'
