@@ -18,7 +18,7 @@ from .providers import ProviderError, Providers, Tasks, retried
 from .records import CallRecord, CallSink, TurnRecord
 from .settings import CallSettings
 from .transcription import Heard, TranscriptionSession, same_words
-from .turns import CallerPaused, CallerResumed, CallerStarted, TurnOver, TurnTaker, Utterance
+from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, TurnOver, TurnTaker, Utterance
 from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import SpokenReply, VoiceSession, once
 
@@ -193,7 +193,7 @@ def release(self: Call) -> CallRecorder | None:
     recorder, self.playout.recorder, self.turn_taker = self.recorder, None, None
     return recorder
 
-# %% ../nbs/07_call.ipynb #015dd24c
+# %% ../nbs/07_call.ipynb #99b23311
 @patch
 async def _speak(self: Call, ans: Answer, text: AsyncIterator[str]) -> None:
     "Say what `text` yields as it is written, or a fallback line if a provider fails."
@@ -284,6 +284,7 @@ def _act(self: Call, events: list) -> None:
     "Act on the turn-taker's events."
     for ev in events:
         if type(ev) is CallerStarted: self.ear.begin(ev.pcm)
+        elif type(ev) is CallerStopped: self.ear.pause()
         elif type(ev) is CallerPaused and not self.bot_busy:
             self._early = self._answer(ev.utterance, Heard(ev.words, self.ear.stream_name, self.clock()) if ev.words else self.ear.read(ev.pcm))
         elif type(ev) is CallerResumed and self._early is not None: self._drop(self._early, 'the caller went on'); self._early = None

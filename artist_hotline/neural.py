@@ -4,7 +4,7 @@
 
 # %% ../nbs/05f_neural.ipynb #9bba5e59
 from __future__ import annotations
-import asyncio, hashlib, importlib.metadata, importlib.util, os, threading
+import asyncio, collections, hashlib, importlib.metadata, importlib.util, os, re, threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +17,8 @@ from .offline import SENTENCE_END
 from .providers import ProviderError, SpeechToText, StreamingSpeechToText, TextToSpeech, TranscriptStream
 
 # %% auto #0
-__all__ = ['WHISPER_TINY_EN', 'PIPER_JOE', 'WHISPER_RATE', 'QUIET_RMS', 'Bundle', 'neural_engines', 'WhisperSTT', 'piper_voice',
-           'piper_synth', 'PiperTTS']
+__all__ = ['WHISPER_TINY_EN', 'PIPER_JOE', 'WHISPER_RATE', 'QUIET_RMS', 'Bundle', 'neural_engines', 'repeats', 'WhisperSTT',
+           'piper_voice', 'piper_synth', 'PiperTTS']
 
 # %% ../nbs/05f_neural.ipynb #43f8a406
 _CHECKED: set[tuple] = set()  # (file, size, mtime, digest) found right in this process
@@ -85,6 +85,12 @@ def neural_engines() -> dict[str, bool]:
 # %% ../nbs/05f_neural.ipynb #9cddd953
 WHISPER_RATE = 16000  # the sample rate Whisper hears
 
+def repeats(text: str, # a transcript
+           ) -> bool:
+    "Does the transcript end by saying its last words again (\"go forward ten meters go forward ten meters\", \"eight eight\")?"
+    w = re.findall(r"[a-z0-9']+", text.lower())
+    return any(w[-2 * k:-k] == w[-k:] for k in range(1, len(w) // 2 + 1))
+
 class WhisperSTT(SpeechToText, StreamingSpeechToText):
     "Offline speech-to-text with faster-whisper: Whisper tiny.en from its pinned package by default, or any faster-whisper model."
     def __init__(self,
@@ -95,11 +101,13 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
                  beam_size: int = 1, # 1: greedy (measured: as accurate here, and no words from noise)
                  pad_s: float = 0.3, # silence added before and after each turn
                  no_speech: float = 0.65, # a segment Whisper thinks this likely to be no speech is dropped
+                 window_s: float = 12, # `read` reads a turn in a window this long (or the turn's length, if longer), not 30 s (0: always 30 s)
                 ):
         self.model, self.compute_type, self.threads, self.workers = model, compute_type, threads or (os.cpu_count() or 1), workers
-        self.beam_size, self.pad_s, self.no_speech = beam_size, pad_s, no_speech
+        self.beam_size, self.pad_s, self.no_speech, self.window_s = beam_size, pad_s, no_speech, window_s
         self.name = f"faster-whisper/{model or 'tiny.en'}"  # no ':', which marks a paid cloud engine
         self.source = WHISPER_TINY_EN.label() if not model else model  # where the weights come from
+        self.fallbacks = 0 # short readings that repeated themselves, read again over the whole window
         self._model, self._lock = None, threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix='whisper')
 
@@ -107,37 +115,69 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
         "Load the model now (blocking), so the first caller does not wait."
         with self._lock:
             if self._model is not None: return self
-            try: from faster_whisper import WhisperModel
+            try:
+                from faster_whisper import WhisperModel
+                from faster_whisper.tokenizer import Tokenizer
+                from faster_whisper.transcribe import get_suppressed_tokens
             except ImportError as e: raise ProviderError(f'faster-whisper is not installed ({e}): pip install faster-whisper') from e
             where = str(WHISPER_TINY_EN.verify()) if not self.model else self.model
-            try: self._model = WhisperModel(where, device='cpu', compute_type=self.compute_type, cpu_threads=self.threads, num_workers=self.workers)
+            try: m = WhisperModel(where, device='cpu', compute_type=self.compute_type, cpu_threads=self.threads, num_workers=self.workers)
             except Exception as e: raise ProviderError(f'faster-whisper could not load {where!r}: {e}') from e
-        self.decode(np.zeros(SAMPLE_RATE, np.int16))  # the first decode sets up CTranslate2's buffers: not on a caller's time
+            tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task='transcribe', language='en')
+            self._prompt, self._suppress, self._tokenizer = m.get_prompt(tok, [], without_timestamps=True), get_suppressed_tokens(tok, [-1]), tok
+            self._model = m
+        self.decode(np.zeros(SAMPLE_RATE, np.int16))  # the first decodes set up CTranslate2's buffers: not on a caller's time
+        self.read(np.zeros(SAMPLE_RATE, np.int16))
         return self
+
+    def _audio(self, pcm: np.ndarray, sr: int) -> np.ndarray | None:
+        "The turn at Whisper's rate, with `pad_s` of silence around it (None: too short to hold a word)."
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.int16: raise TypeError(f'WhisperSTT needs int16 samples, got {pcm.dtype}')
+        if len(pcm) < sr // 10: return None  # under 0.1 s: nothing to decode
+        self.load()
+        pad = np.zeros(int(self.pad_s * WHISPER_RATE), np.float32)
+        return np.concatenate([pad, resample(pcm, sr, WHISPER_RATE).astype(np.float32) / 32768, pad])
 
     def decode(self,
                pcm: np.ndarray, # int16 mono samples
                sr: int = SAMPLE_RATE, # their sample rate
               ) -> str:
-        "The text spoken in `pcm` (blocking, thread-safe)."
-        pcm = np.asarray(pcm)
-        if pcm.dtype != np.int16: raise TypeError(f'WhisperSTT needs int16 samples, got {pcm.dtype}')
-        if len(pcm) < sr // 10: return ''  # under 0.1 s: nothing to decode
-        self.load()
-        pad = np.zeros(int(self.pad_s * WHISPER_RATE), np.float32)
-        x = np.concatenate([pad, resample(pcm, sr, WHISPER_RATE).astype(np.float32) / 32768, pad])
+        "The text spoken in `pcm`, read over Whisper's whole 30 s window (blocking, thread-safe)."
+        if (x := self._audio(pcm, sr)) is None: return ''
         try:
             segments, _ = self._model.transcribe(x, language='en', beam_size=self.beam_size, condition_on_previous_text=False,
                                                  without_timestamps=True, vad_filter=False)
             return ' '.join(s.text.strip() for s in segments if s.no_speech_prob < self.no_speech).strip()
         except Exception as e: raise ProviderError(f'faster-whisper failed on {len(pcm) / sr:.2f} s of audio: {e}') from e
 
+    def read(self,
+             pcm: np.ndarray, # int16 mono samples
+             sr: int = SAMPLE_RATE, # their sample rate
+            ) -> str:
+        "The text spoken in `pcm`, read in a window of `window_s` rather than 30 s (blocking, thread-safe); in 30 s when that repeats itself."
+        if (x := self._audio(pcm, sr)) is None: return ''
+        if not self.window_s or len(x) > 25 * WHISPER_RATE: return self.decode(pcm, sr)  # as long as the whole window: nothing to save
+        x = np.concatenate([x, np.zeros(max(0, int(self.window_s * WHISPER_RATE) - len(x)), np.float32)])
+        m = self._model
+        try:
+            enc = m.encode(m.feature_extractor(x)[:, :-1])  # the window's own frames: the encoder's cost follows its length
+            most = len(self._prompt) + int(len(x) / WHISPER_RATE * 8) + 8  # more tokens than anyone says in that time
+            r = m.model.generate(enc, [self._prompt], beam_size=self.beam_size, max_length=most, return_no_speech_prob=True,
+                                 suppress_blank=True, suppress_tokens=self._suppress)[0]
+        except Exception as e: raise ProviderError(f'faster-whisper failed on {len(pcm) / sr:.2f} s of audio: {e}') from e
+        if r.no_speech_prob >= self.no_speech: return ''
+        text = self._tokenizer.decode(r.sequences_ids[0]).strip()
+        if not repeats(text): return text
+        self.fallbacks += 1  # without the silence after it, Whisper may say a short turn again: read it the usual way
+        return self.decode(pcm, sr)
+
     async def transcribe(self,
                          pcm: np.ndarray, # int16 mono samples
                          sr: int = SAMPLE_RATE, # their sample rate
                         ) -> str:
-        "The text spoken in `pcm`, decoded in a worker thread."
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.decode, pcm, sr)
+        "The text spoken in `pcm`, read in a worker thread."
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.read, pcm, sr)
 
     async def open(self, on_words):
         "A stream of this call's turns: read again as they grow."
@@ -164,7 +204,7 @@ class _Reading:
 
 class _WhisperStream(TranscriptStream):
     "A call's turns, read by Whisper whenever the caller stops, and finished by the last reading when nothing was said after it."
-    batch_ms = 80 # audio comes in pieces this long: a quiet one is a pause
+    batch_ms = 40 # audio comes in pieces this long: a quiet one is a pause
 
     def __init__(self, stt: WhisperSTT, on_words):
         super().__init__(on_words)
@@ -177,9 +217,16 @@ class _WhisperStream(TranscriptStream):
         quiet = _quiet(ulaw)
         paused, self._was_quiet = quiet and not self._was_quiet, quiet  # the caller has just stopped: the words now matter most
         self._audio += ulaw
-        if not paused: return
+        if paused: self._want_reading()
+
+    def _pause(self): self._want_reading()  # the call's detector heard the caller stop (on a noisy line, before any piece is quiet)
+
+    def _want_reading(self):
+        "Read the turn now, or once the reading under way is done; not if only quiet came since the latest reading began."
+        r = self._running or self._last
+        if r is not None and r.turn is self._audio and _quiet(self._audio[r.upto:]): return
         if self._running is None: self._read()
-        else: self._again = True  # once the reading under way is done
+        else: self._again = True
 
     def _read(self):
         "Start reading the turn as it stands."
@@ -198,7 +245,9 @@ class _WhisperStream(TranscriptStream):
             self._last = r
             # only words that are up to date: the turn-taker takes words as fresh when they come after the last speech
             if _quiet(self._audio[r.upto:]): self.on_words(text)
-        if self._again: self._read()
+        if self._again:
+            self._again = False
+            self._want_reading()
         return text
 
     def _commit(self):
@@ -268,8 +317,10 @@ class PiperTTS(TextToSpeech):
                  speed: float = 1.0, # speaking rate, 0.5..2
                  pitch: float = 1.0, # pitch, 0.5..2 (the speed kept)
                  chunk_ms: int = 100, # length of each yielded chunk
+                 cache: int = 256, # sentences kept once spoken (greetings, fallbacks, goodbyes repeat on every call)
                 ):
-        self.voice, self.speed, self.pitch, self.chunk = voice, speed, pitch, SAMPLE_RATE * chunk_ms // 1000
+        self.voice, self.speed, self.pitch, self.chunk, self.cache = voice, speed, pitch, SAMPLE_RATE * chunk_ms // 1000, cache
+        self._said: collections.OrderedDict[str, bytes] = collections.OrderedDict()  # sentence -> its µ-law, oldest first
         self.name = f"piper/{Path(voice).stem if voice else 'en_US-joe-medium'}"
         self.source = voice or PIPER_JOE.label()  # where the voice comes from
 
@@ -286,9 +337,12 @@ class PiperTTS(TextToSpeech):
     async def speak(self,
                     text: str, # what to say
                    ) -> AsyncIterator[bytes]:
-        "8 kHz µ-law audio of `text`, made in a worker thread one sentence at a time."
+        "8 kHz µ-law audio of `text`, made in a worker thread one sentence at a time (a sentence said before, from the cache)."
         loop = asyncio.get_running_loop()
         for sentence in SENTENCE_END.split(text.strip()):
             if not sentence: continue
-            ulaw = await loop.run_in_executor(None, self.render, sentence)
+            if (ulaw := self._said.get(sentence)) is None:  # the cache is read and written on the event loop only
+                ulaw = self._said[sentence] = await loop.run_in_executor(None, self.render, sentence)
+                while len(self._said) > self.cache: self._said.popitem(last=False)
+            else: self._said.move_to_end(sentence)
             for i in range(0, len(ulaw), self.chunk): yield ulaw[i:i + self.chunk]

@@ -113,6 +113,11 @@ class TranscriptStream:
         self._buf.clear()
         if not self.broken: self._clear()
 
+    def pause(self) -> None:
+        "The caller has just stopped speaking: the words of the turn so far matter now (a stream may read them at once; never blocks)."
+        self._flush()
+        if not self.broken: self._pause()
+
     async def close(self) -> None:
         "Close the stream."
 
@@ -120,6 +125,7 @@ class TranscriptStream:
     def _push(self, ulaw: bytes) -> None: raise NotImplementedError # hand on a piece of audio (never blocks)
     def _commit(self) -> asyncio.Future: raise NotImplementedError # end the turn now; the future of its final transcript
     def _clear(self) -> None: raise NotImplementedError # drop the audio since the last commit
+    def _pause(self) -> None: pass # the caller stopped: read or commit early, if that helps
 
 class StreamingSpeechToText:
     "Opens a `TranscriptStream` for each call."
@@ -259,7 +265,7 @@ async def timed(stream: AsyncIterator, # a provider's async generator
     finally:
         if hasattr(it, 'aclose'): await it.aclose()
 
-# %% ../nbs/05_providers.ipynb #aa9705a7
+# %% ../nbs/05_providers.ipynb #7ccc846f
 async def retried(start: Callable[[], AsyncIterator], # starts the provider's stream
                   first_s: float, # deadline for the first item
                   gap_s: float, # deadline between later items
@@ -279,7 +285,7 @@ async def retried(start: Callable[[], AsyncIterator], # starts the provider's st
             report('provider_error', stage=stage, attempt=attempt, error=str(e)[:300])
             if got or attempt == 2: raise
 
-# %% ../nbs/05_providers.ipynb #ce90c76d
+# %% ../nbs/05_providers.ipynb #be6dd50b
 log = logging.getLogger('artist_hotline.providers')
 
 class Tasks:
@@ -312,13 +318,13 @@ class Tasks:
 
     def __len__(self) -> int: return len(self._tasks)
 
-# %% ../nbs/05_providers.ipynb #2a7b1172
+# %% ../nbs/05_providers.ipynb #156e514c
 def paid(engine: str, # an engine's name, as `Providers.describe` gives it
         ) -> bool:
     "Is this engine a paid cloud service?"
     return ':' in (engine or '')
 
-# %% ../nbs/05_providers.ipynb #93997498
+# %% ../nbs/05_providers.ipynb #9ccaa18c
 class ProviderSession:
     "One call's connection to a streaming provider: opened in the background, opened again with backoff, replaced when broken, closed at the end."
     most_opens = 3 # connections a call opens (or tries to) at most

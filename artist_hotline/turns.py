@@ -15,8 +15,8 @@ from .settings import TurnSettings
 from .vad import Endpointer, SpeechStarted, TurnEnded, turn_vad
 
 # %% auto #0
-__all__ = ['RecentFrames', 'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerPaused', 'CallerResumed', 'TurnOver',
-           'TurnTaker']
+__all__ = ['RecentFrames', 'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerStopped', 'CallerPaused', 'CallerResumed',
+           'TurnOver', 'TurnTaker']
 
 # %% ../nbs/02b_turns.ipynb #e8076fdd
 class RecentFrames:
@@ -95,6 +95,11 @@ class CallerStarted:
     "The caller has started talking: enough speech to count as a turn."
     utterance: Utterance
     pcm: np.ndarray # its audio so far, pre-roll included (a streaming speech-to-text needs it from the start)
+
+@dataclass
+class CallerStopped:
+    "The caller has just stopped speaking (two silent frames after speech): the words of the turn so far matter now."
+    utterance: Utterance
 
 @dataclass
 class CallerPaused:
@@ -215,6 +220,7 @@ class TurnTaker:
         if self.utterance is None: return out
         self.spoke_at = at
         quiet = ep.silence_ms
+        if quiet == 2 * FRAME_MS: out.append(CallerStopped(self.utterance))  # two silent frames: not a flicker of the detector
         if quiet and (why := self._over(quiet, at, hearing)):
             return out + [self._turn_over(ev, at, why) for ev in ep.end(t)]
         return out + self._pause(quiet, at, hearing)
