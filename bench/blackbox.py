@@ -5,23 +5,24 @@ server's own record of each call.
 Modes. `offline`: the default `serve` engines with no keys (Whisper tiny.en streaming, the scripted brain, Piper).
 `cloud`: the cloud adapters against `artist-hotline fake-cloud --ear whisper --profile typical` (Whisper tiny.en heard
 live behind OpenAI's Realtime socket, the scripted brain behind chat completions, eSpeak behind ElevenLabs).
-`oracle`: the same with the fake cloud's `known` ear, told before each call what the caller is about to say: an upper
-bound, labelled so wherever it is printed.
+`oracle`: the same with the fake cloud's `known` ear, told before each call what the caller is about to say: every word
+right, each as soon as its audio has come (plus the profile's delay), unpunctuated as endpointing's cases write them (it
+does not know where the caller will stop). An upper bound on hearing, labelled so wherever it is printed.
 
 Clocks. The server times a call on its call clock: seconds since its `Call` began (time.monotonic() in the server
 process, just after Twilio's `start`). The caller notes time.monotonic() as it sends each 20 ms frame and as each bot
 media message arrives. On Linux time.monotonic() is one clock for every process (CLOCK_MONOTONIC), so the two compare
 once the call clock's origin t0 is known. t0 comes from the bot's audio: the server records when it wrote each turn's
 first frame (`first_sent`, call clock) and the caller when that frame arrived, so t0 = the smallest (arrival -
-first_sent) over the call's turns (the error is the loopback's delivery time, well under a millisecond unless the
-caller's process is descheduled). A sample the caller says happened when the frame holding it was sent, less the rest
-of that frame: Twilio sends a frame once its 20 ms have been spoken. `Heard.clock_slack_s` is how long after `start`
-the call clock began (the server's store look-ups), which the mapping does not depend on.
+first_sent) over the call's turns, but never before the caller sent `start` (the error is a few milliseconds: the
+loopback's delivery, and the server noting `first_sent` just after its write; `Heard.clock_slack_s`, t0 after `start`,
+was 0-7 ms in the committed runs). A sample the caller says happened when the frame holding it was sent, less the rest
+of that frame: Twilio sends a frame once its 20 ms have been spoken.
 """
 from __future__ import annotations
 
 import asyncio, base64, dataclasses, json, os, re, signal, socket, subprocess, sys, tempfile, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def _first_sound(res: SimResult, since: int) -> int | None:
 
 
 def call_origin(h: Heard) -> float | None:
-    "The call clock's origin on this process's clock: the smallest (arrival - first_sent) of its turns' first bot frames."
+    "The call clock's origin on this process's clock: the smallest (arrival - first_sent) of its turns' first bot frames, not before `start`."
     turns = [t for t in (h.record or {}).get('turns', []) if t.get('first_sent') is not None]
     if not turns or not h.media: return None
     greeting = min(turns, key=lambda t: t['first_sent'])

@@ -50,7 +50,9 @@ def turns_tables(rs: list[dict]) -> str:
     for r in rs:
         for grp, c in r['summary']['end_reasons'].items():
             for why, k in c.items(): reasons.setdefault((grp, why), {})[r['mode']] = k
-    why_rows = [[grp, why] + [reasons[(grp, why)].get(r['mode'], 0) for r in rs] for grp, why in reasons]
+    groups = list(dict.fromkeys(grp for grp, _ in reasons))  # in the order the cases were said
+    why_rows = [[grp, why] + [reasons[(grp, why)].get(r['mode'], 0) for r in rs]
+                for grp, why in sorted(reasons, key=lambda k: (groups.index(k[0]), -sum(reasons[k].values())))]
     return table(head, rows) + '\n\nTurns per end reason (the server\'s `end_reason`, numbers taken out):\n\n' + \
         table(['cases', 'end reason'] + [SHORT[r['mode']] for r in rs], why_rows)
 
