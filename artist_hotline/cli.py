@@ -78,7 +78,8 @@ def _report(a):
 
 def _fake_cloud(a):
     from artist_hotline.fakecloud import Faults, serve_fake_cloud
-    serve_fake_cloud(a.host, a.port, a.profile, Faults(error=a.error_rate, hang=a.hang_rate, drop=a.drop_rate, malformed=a.malformed_rate, seed=a.seed))
+    serve_fake_cloud(a.host, a.port, a.profile, Faults(error=a.error_rate, hang=a.hang_rate, drop=a.drop_rate, malformed=a.malformed_rate, seed=a.seed),
+                     ear=a.ear)
 
 def _calibrate(a):
     from artist_hotline.calibrate import calibrate_report
@@ -147,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('fake-cloud', help='local fake OpenAI + ElevenLabs endpoints for the official SDKs')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=8765)
     s.add_argument('--profile', default='typical', choices=['instant', 'typical', 'slow'])
+    s.add_argument('--ear', default='pocketsphinx', choices=['pocketsphinx', 'whisper', 'known'],
+                   help='what transcription hears with: pocketsphinx, Whisper tiny.en heard live, or the transcripts registered at /_control/known')
     for k in ('error', 'hang', 'drop', 'malformed'): s.add_argument(f'--{k}-rate', type=float, default=0.0, help=f'share of requests that {k}')
     s.add_argument('--seed', type=int, default=0)
     s.set_defaults(fn=_fake_cloud)

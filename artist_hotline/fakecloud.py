@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_fakecloud.ipynb #bc697f7b
 from __future__ import annotations
-import asyncio, base64, binascii, io, json, math, random, re, time, uuid
+import asyncio, base64, binascii, collections, io, json, math, random, re, time, uuid
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, replace
@@ -16,15 +16,18 @@ import numpy as np
 import soundfile as sf
 from aiohttp import web
 
-from .audio import resample, ulaw_decode, ulaw_encode, wav_bytes
+from .audio import FRAME_SAMPLES, SAMPLE_RATE, resample, ulaw_decode, ulaw_encode, wav_bytes
+from .neural import QUIET_RMS, WhisperSTT
 from .offline import ScriptedBrain, SphinxSTT, espeak_synth
 from .persona import Persona, load_persona
-from .providers import LanguageModel, SpeechToText, StreamingSpeechToText
+from .providers import LanguageModel, ProviderError, SpeechToText, StreamingSpeechToText, TranscriptStream
+from .simulate import voiced_span
 
 # %% auto #0
-__all__ = ['PROFILES', 'ENDPOINTS', 'FAULT_KINDS', 'PROFILE', 'FAULTS', 'JOURNAL', 'ENGINES', 'VOICES', 'MODELS', 'Profile',
-           'get_profile', 'Faults', 'Journal', 'Engines', 'default_engines', 'encode_audio', 'Voices',
-           'create_fake_cloud', 'FakeCloud', 'running_fake_cloud', 'serve_fake_cloud']
+__all__ = ['PROFILES', 'ENDPOINTS', 'FAULT_KINDS', 'EARS', 'LOUD', 'PROFILE', 'FAULTS', 'JOURNAL', 'ENGINES', 'VOICES', 'MODELS',
+           'Profile', 'get_profile', 'Faults', 'Journal', 'KnownEar', 'WhisperEar', 'make_ear', 'Engines',
+           'default_engines', 'encode_audio', 'Voices', 'create_fake_cloud', 'FakeCloud', 'running_fake_cloud',
+           'serve_fake_cloud']
 
 # %% ../nbs/09_fakecloud.ipynb #9a3a0324
 def _ticks(first: float, # seconds to the first item
@@ -156,6 +159,213 @@ class Journal:
     def clear(self):
         for q in self._log.values(): q.clear()
 
+# %% ../nbs/09_fakecloud.ipynb #0bfe06b7
+EARS = ('pocketsphinx', 'whisper', 'known')  # what the fake's transcription endpoints can hear with
+LOUD = 200 # a 20 ms frame peaking above this is distinctive enough to find its recording by
+
+def _frames(x: np.ndarray) -> np.ndarray:
+    "Whole 20 ms frames of `x`, one per row."
+    n = len(x) // FRAME_SAMPLES
+    return x[:n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+
+class KnownEar(SpeechToText, StreamingSpeechToText):
+    "The oracle: the words of recordings registered up front, found again by their exact audio; streamed, each word once the audio up to its end has come."
+    name = 'known'
+    def __init__(self):
+        self.words: list[list[tuple]] = []  # per recording: (word, start s, end s)
+        self._where: dict[bytes, tuple[int, int]] = {}  # a distinctive frame's samples -> (recording, frame index)
+        self.calls = self.misses = 0  # transcripts asked for, and those of audio no recording holds
+
+    def register(self, pcm: np.ndarray, # the recording as the caller sends it: int16, starting on a 20 ms frame of the call
+                 text: str = '', # what is said in it (its words spread evenly over its voiced part)
+                 words: list | None = None, # or (word, start s, end s) of each word, which wins over `text`
+                 sr: int = SAMPLE_RATE, # the rate of `pcm`
+                ) -> int:
+        "Remember what is said in `pcm`; its number. Where two recordings share audio, the later one is found."
+        x = ulaw_decode(ulaw_encode(resample(np.asarray(pcm, np.int16), sr, SAMPLE_RATE)))  # as it reaches us over the line
+        if words is None:
+            a, b = (np.array(voiced_span(x) or (0, len(x))) / SAMPLE_RATE).tolist()
+            said = text.split()
+            words = [(w, a + i * (b - a) / len(said), a + (i + 1) * (b - a) / len(said)) for i, w in enumerate(said)]
+        self.words.append([(str(w), float(s), float(e)) for w, s, e in words])
+        f = _frames(x)
+        keys = {j: f[j].tobytes() for j in np.flatnonzero(np.abs(f).max(axis=1) > LOUD)}
+        twice = {k for k, n in collections.Counter(keys.values()).items() if n > 1}  # repeated audio (a room tone looped) places nothing
+        for j, k in keys.items():
+            if k not in twice: self._where[k] = (len(self.words) - 1, int(j))
+        return len(self.words) - 1
+
+    def clear(self):
+        "Forget every recording."
+        self.words, self._where = [], {}
+
+    def locate(self, x: np.ndarray, # decoded 8 kHz audio starting on a frame boundary
+              ) -> tuple[int, int] | None:
+        "(recording, its frame where `x` starts), by the latest distinctive frame of `x` it holds; None if no recording holds one."
+        f = _frames(x)
+        for j in np.flatnonzero(np.abs(f).max(axis=1) > LOUD)[::-1]:
+            if (hit := self._where.get(f[j].tobytes())) is not None: return hit[0], hit[1] - int(j)
+        return None
+
+    def said(self, where: tuple[int, int], # `locate`'s answer for audio of `n` samples
+             n: int, # how much audio has come
+             partial: bool = False, # only the words whose end has come (else: every word whose middle is in it)
+            ) -> str:
+        "The words of a recording said in the audio `locate` placed."
+        k, first = where
+        a, b = first * FRAME_SAMPLES / SAMPLE_RATE, first * FRAME_SAMPLES / SAMPLE_RATE + n / SAMPLE_RATE
+        return ' '.join(w for w, s, e in self.words[k] if a <= (s + e) / 2 and (e <= b if partial else (s + e) / 2 <= b))
+
+    def hear(self, x: np.ndarray) -> str:
+        "The words said in decoded 8 kHz audio `x` of one turn ('' when no recording holds it)."
+        self.calls += 1
+        where = self.locate(x)
+        if where is None: self.misses += 1
+        return '' if where is None else self.said(where, len(x))
+
+    async def transcribe(self, pcm, sr=SAMPLE_RATE):
+        "The words of a registered recording in `pcm`, an 8 kHz turn as the server uploads it."
+        return self.hear(np.asarray(pcm, np.int16) if sr == SAMPLE_RATE else np.zeros(0, np.int16))  # other rates are not the caller's audio
+
+    async def open(self, on_words):
+        "A stream of one call's turns, heard word by word."
+        return _KnownStream(self, on_words)
+
+class _KnownStream(TranscriptStream):
+    "One call's turns as the oracle hears them: each word once its audio has all come, the words of the turn at its commit."
+    revises, batch_ms = False, 20
+    def __init__(self, ear: KnownEar, on_words):
+        super().__init__(on_words)
+        self.ear, self.name = ear, ear.name
+        self._new_turn()
+
+    def _new_turn(self): self.audio, self.where, self.done, self.words = bytearray(), None, 0, ''
+
+    def _push(self, ulaw):
+        self.audio += ulaw
+        n = len(self.audio) // FRAME_SAMPLES * FRAME_SAMPLES
+        new = ulaw_decode(bytes(self.audio[self.done:n]))
+        if (hit := self.ear.locate(new)) is not None: self.where = (hit[0], hit[1] - self.done // FRAME_SAMPLES)
+        self.done = n
+        if self.where is None: return
+        words = self.ear.said(self.where, n, partial=True)
+        if words != self.words: self.words = words; self.on_words(words)
+
+    def _commit(self):
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(self.ear.hear(ulaw_decode(bytes(self.audio))) if self.audio else '')
+        self._new_turn()
+        return done
+
+    def _clear(self): self._new_turn()
+
+# %% ../nbs/09_fakecloud.ipynb #5842eaf4
+def _quiet_tail(x: np.ndarray) -> int:
+    "Samples of quiet at the end of decoded audio `x`: its last whole 20 ms frames under `QUIET_RMS`."
+    f = _frames(x).astype(np.float32)
+    loud = np.flatnonzero(np.sqrt((f ** 2).mean(axis=1)) >= QUIET_RMS)
+    return (len(f) - (loud[-1] + 1 if len(loud) else 0)) * FRAME_SAMPLES
+
+def _norm(w: str) -> str: return re.sub(r"[^\w']", '', w.lower())
+
+class WhisperEar(WhisperSTT):
+    "Whisper heard live, as a streaming service hears: the turn read again as its audio comes, its words sent once they hold, the final at the commit."
+    def __init__(self, every_ms: int = 300, # read the turn again after this much new audio (one reading at a time: the newest waits, never a queue)
+                 settle_ms: int = 200, # a reading that ends in this much quiet has its words settled
+                 **kw, # for `WhisperSTT`: model, threads, ...
+                ):
+        super().__init__(**kw)
+        self.every_ms, self.settle_ms = every_ms, settle_ms
+
+    async def open(self, on_words):
+        "A stream of one call's turns, read again as they come."
+        return _LiveReading(self, on_words)
+
+@dataclass(eq=False)
+class _Read:
+    "One reading of a turn."
+    upto: int # bytes of the turn's audio it read
+    turn: bytearray # the turn's audio (a new turn is a new bytearray)
+    at: float # loop time the last of that audio had come
+    task: asyncio.Task | None = None # its decoding: the text, or None if it failed
+
+class _LiveReading(TranscriptStream):
+    "One call's turns, read again and again by Whisper while they come; only words it will keep are told (`revises` False)."
+    revises, batch_ms = False, 20
+    def __init__(self, ear: WhisperEar, on_words):
+        super().__init__(on_words)
+        self.ear, self.name, self.readings, self._tasks = ear, ear.name, 0, set()
+        self.read_at = None  # loop time the audio behind the words last told had all come: deltas are due from then
+        self._new_turn()
+
+    def _new_turn(self):
+        self._audio, self._came, self._upto, self._running, self._last, self._prev, self._told = bytearray(), 0., 0, None, None, [], []
+
+    @property
+    def _due(self) -> bool: return self._running is None and len(self._audio) - self._upto >= self.ear.every_ms * 8  # enough new audio
+
+    def _push(self, ulaw):
+        self._audio += ulaw
+        self._came = asyncio.get_running_loop().time()
+        if self._due: self._read()
+
+    def _read(self):
+        "Start reading the turn as it stands."
+        self._running = r = _Read(len(self._audio), self._audio, self._came)
+        self._upto = r.upto
+        r.task = asyncio.ensure_future(self._decode(r, bytes(self._audio)))
+        self._tasks.add(r.task); r.task.add_done_callback(self._tasks.discard)
+        self.readings += 1
+
+    async def _decode(self, r: _Read, ulaw: bytes) -> str | None:
+        x = ulaw_decode(ulaw)
+        try: text = await self.ear.transcribe(x)
+        except ProviderError: text = None  # a partial lost; the final reads the turn again
+        if r.turn is not self._audio: return text  # the turn is over: its final has it
+        self._running = None
+        if text is not None:
+            self._last, words = r, text.split()
+            if _quiet_tail(x) >= self.ear.settle_ms * 8: hold = words  # the caller stopped: these are its words
+            else:  # the words two readings in a row agree on
+                n = 0
+                while n < min(len(words), len(self._prev)) and _norm(words[n]) == _norm(self._prev[n]): n += 1
+                hold = words[:n]
+            self._prev = words
+            if len(hold) > len(self._told):  # words told are never taken back
+                self._told, self.read_at = self._told + hold[len(self._told):], r.at
+                self.on_words(' '.join(self._told))
+        if self._due: self._read()  # the newest audio, read once this reading is done
+        return text
+
+    def _commit(self):
+        audio, last, running = bytes(self._audio), self._last, self._running
+        self._new_turn()
+        return asyncio.ensure_future(self._final(audio, last, running))
+
+    async def _final(self, audio: bytes, last: _Read | None, running: _Read | None) -> str:
+        "The turn's transcript: its newest reading if only quiet came after it, else a reading of it all."
+        x = ulaw_decode(audio)
+        for r in (running, last):
+            if r is None: continue
+            text = await r.task
+            if text is not None and _quiet_tail(x) >= len(x) - r.upto: return text
+            if text is not None: break
+        return await self.ear.transcribe(x)
+
+    def _clear(self): self._new_turn()
+
+    async def close(self):
+        self._new_turn()
+        if self._tasks: await asyncio.wait(list(self._tasks))
+
+def make_ear(ear: str = 'pocketsphinx', # one of `EARS`
+            ) -> SpeechToText:
+    "A loaded ear for the fake's transcription endpoints (blocking: Whisper and pocketsphinx load their models)."
+    if ear == 'pocketsphinx': return SphinxSTT().load()  # light enough for the capacity bench's hundreds of calls
+    if ear == 'whisper': return WhisperEar().load()
+    if ear == 'known': return KnownEar()
+    raise ValueError(f'unknown ear {ear!r}: choose one of {", ".join(EARS)}')
+
 # %% ../nbs/09_fakecloud.ipynb #2b2f5726
 @dataclass
 class Engines:
@@ -165,11 +375,12 @@ class Engines:
     synth: Callable[[str], tuple[np.ndarray, int]] # text -> (int16 samples, sample rate); blocking, thread-safe
 
 def default_engines(persona: str | Persona | None = None, # the persona whose script and eSpeak voice to use (default persona if None)
-                    stt: SpeechToText | None = None, # the ear (None: pocketsphinx, light enough for the capacity bench's hundreds of calls)
+                    stt: SpeechToText | None = None, # an engine to hear with (None: `make_ear(ear)`)
+                    ear: str = 'pocketsphinx', # which of `EARS` hears, when no `stt` is given
                    ) -> Engines:
-    "pocketsphinx (or `stt`), the persona's scripted brain and eSpeak NG in the persona's voice (builds a decoder: ~0.3 s)."
+    "The ear, the persona's scripted brain and eSpeak NG in the persona's voice (pocketsphinx builds a decoder: ~0.3 s)."
     persona = persona if isinstance(persona, Persona) else load_persona(persona)
-    return Engines(stt or SphinxSTT().load(), ScriptedBrain(persona),
+    return Engines(stt or make_ear(ear), ScriptedBrain(persona),
                    partial(espeak_synth, voice=persona.voice.espeak_voice, rate=persona.voice.espeak_rate))
 
 # %% ../nbs/09_fakecloud.ipynb #77043c74
@@ -431,7 +642,9 @@ class _Transcription:
         "The engine's latest hypothesis of the turn: for a live model, send the words it now agrees on beyond those sent."
         agreed, self.hyp = (_agreed(self.hyp, hyp) if self.stream is None or self.stream.revises else hyp.split()), hyp
         if self.live and len(agreed) > len(self.sent):  # deltas only add: a word sent is never taken back, even if revised
-            self._delta(self.item, agreed[len(self.sent):], not self.sent, self.app[PROFILE].realtime_delta_s)
+            delay, at = self.app[PROFILE].realtime_delta_s, getattr(self.stream, 'read_at', None)
+            if at is not None: delay = max(0., at + delay - asyncio.get_running_loop().time())  # due from when their audio came
+            self._delta(self.item, agreed[len(self.sent):], not self.sent, delay)
             self.sent = self.sent + agreed[len(self.sent):]
 
     async def handle(self, ev: dict):
@@ -886,7 +1099,7 @@ async def _models(request: web.Request) -> web.Response:
 # %% ../nbs/09_fakecloud.ipynb #3d9832d1
 def _control_state(app: web.Application) -> dict:
     return {'profile': {f.name: getattr(app[PROFILE], f.name) for f in fields(Profile)}, 'faults': app[FAULTS].state(),
-            'requests': {e: app[JOURNAL].count(e) for e in ENDPOINTS}}
+            'requests': {e: app[JOURNAL].count(e) for e in ENDPOINTS}, 'ear': app[ENGINES].stt.name}
 
 async def _control(request: web.Request) -> web.Response:
     return web.json_response(_control_state(request.app))
@@ -920,10 +1133,25 @@ async def _control_requests(request: web.Request) -> web.Response:
     except ValueError as e: return web.json_response({'error': str(e)}, status=404)
     return web.json_response(entries)
 
+async def _control_known(request: web.Request) -> web.Response:
+    "Register a recording with the oracle (POST), or forget them all (DELETE)."
+    ear = request.app[ENGINES].stt
+    if not isinstance(ear, KnownEar):
+        return web.json_response({'error': f'the fake cloud hears with {ear.name}, not the known ear: start it with ear="known"'}, status=409)
+    if request.method == 'DELETE': ear.clear()
+    else:
+        body = await _json_body(request)
+        try:
+            if body is None: raise ValueError('expected a JSON object')
+            pcm = np.frombuffer(base64.b64decode(body['pcm'], validate=True), '<i2').astype(np.int16)
+            ear.register(pcm, body.get('text', ''), body.get('words'), int(body.get('sample_rate', SAMPLE_RATE)))
+        except (KeyError, TypeError, ValueError, binascii.Error) as e: return web.json_response({'error': f'{type(e).__name__}: {e}'}, status=400)
+    return web.json_response({'recordings': len(ear.words)})
+
 # %% ../nbs/09_fakecloud.ipynb #31f2d71a
-async def _engines_ctx(app: web.Application, engines: Engines | None, persona: str | Persona | None):
+async def _engines_ctx(app: web.Application, engines: Engines | None, persona: str | Persona | None, ear: str):
     "Load the offline engines (off the event loop) unless some were given; close the ones it loaded."
-    app[ENGINES] = engines or await asyncio.get_running_loop().run_in_executor(None, default_engines, persona)
+    app[ENGINES] = engines or await asyncio.get_running_loop().run_in_executor(None, partial(default_engines, persona, ear=ear))
     yield
     if engines is None and hasattr(app[ENGINES].stt, 'aclose'): await app[ENGINES].stt.aclose()
 
@@ -934,7 +1162,8 @@ async def _on_shutdown(app: web.Application):
 def create_fake_cloud(profile: str | Profile = 'typical', # latency profile: a name in `PROFILES` or a `Profile`
                       faults: Faults | None = None, # fault injection (none by default)
                       persona: str | Persona | None = None, # persona of the scripted brain and eSpeak voice (default persona if None)
-                      engines: Engines | None = None, # engines to use instead of loading `default_engines(persona)`
+                      engines: Engines | None = None, # engines to use instead of loading `default_engines(persona, ear=ear)`
+                      ear: str = 'pocketsphinx', # what the transcription endpoints hear with (one of `EARS`), unless `engines` are given
                      ) -> web.Application:
     "The fake OpenAI + ElevenLabs application."
     app = web.Application(client_max_size=25 * 1024 * 1024)  # OpenAI's upload limit
@@ -942,7 +1171,8 @@ def create_fake_cloud(profile: str | Profile = 'typical', # latency profile: a n
     app[FAULTS] = faults or Faults()
     app[JOURNAL], app[VOICES] = Journal(), Voices()
     app[_CLOSING], app[_SOCKETS] = asyncio.Event(), set()
-    app.cleanup_ctx.append(partial(_engines_ctx, engines=engines, persona=persona))
+    if ear not in EARS: raise ValueError(f'unknown ear {ear!r}: choose one of {", ".join(EARS)}')
+    app.cleanup_ctx.append(partial(_engines_ctx, engines=engines, persona=persona, ear=ear))
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post('/v1/audio/transcriptions', _transcriptions)
     app.router.add_post('/v1/chat/completions', _chat)
@@ -960,6 +1190,8 @@ def create_fake_cloud(profile: str | Profile = 'typical', # latency profile: a n
     app.router.add_route('DELETE', '/_control/faults', _control_faults)
     app.router.add_post('/_control/profile', _control_profile)
     app.router.add_get('/_control/requests/{endpoint}', _control_requests)
+    app.router.add_route('POST', '/_control/known', _control_known)
+    app.router.add_route('DELETE', '/_control/known', _control_known)
     return app
 
 # %% ../nbs/09_fakecloud.ipynb #5548b738
@@ -981,6 +1213,8 @@ class FakeCloud:
     def journal(self) -> Journal: return self.app[JOURNAL]
     @property
     def voices(self) -> Voices: return self.app[VOICES]
+    @property
+    def ear(self) -> SpeechToText: return self.app[ENGINES].stt
 
 @asynccontextmanager
 async def running_fake_cloud(profile: str | Profile = 'typical', # latency profile
@@ -989,9 +1223,10 @@ async def running_fake_cloud(profile: str | Profile = 'typical', # latency profi
                              engines: Engines | None = None, # engines to share instead of loading new ones
                              host: str = '127.0.0.1', # interface to listen on
                              port: int = 0, # port (0: any free one)
+                             ear: str = 'pocketsphinx', # what transcription hears with (one of `EARS`), unless `engines` are given
                             ) -> AsyncIterator[FakeCloud]:
     "Run the fake cloud in this event loop for the duration of an `async with` block."
-    app = create_fake_cloud(profile, faults, persona, engines)
+    app = create_fake_cloud(profile, faults, persona, engines, ear)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1., access_log=None)
     await runner.setup()
     try:
@@ -1005,13 +1240,14 @@ def serve_fake_cloud(host: str = '127.0.0.1', # interface to listen on
                      profile: str | Profile = 'typical', # latency profile
                      faults: Faults | None = None, # fault injection
                      persona: str | Persona | None = None, # persona of the scripted brain
+                     ear: str = 'pocketsphinx', # what transcription hears with: one of `EARS`
                     ):
     "Serve the fake cloud until interrupted (the `artist-hotline fake-cloud` command)."
     url = f'http://{host}:{port}'
     def announce(*_):
-        print(f'Fake cloud on {url} (latency profile {get_profile(profile).name}), any API key works:\n'
+        print(f'Fake cloud on {url} (latency profile {get_profile(profile).name}, ear {ear}), any API key works:\n'
               f'  OpenAI base_url     {url}/v1  (OPENAI_BASE_URL)\n'
               f'  ElevenLabs base_url {url}  (ELEVENLABS_BASE_URL)\n'
               f'(Ctrl+C to stop)', flush=True)
-    web.run_app(create_fake_cloud(profile, faults, persona), host=host, port=port, print=announce,
+    web.run_app(create_fake_cloud(profile, faults, persona, ear=ear), host=host, port=port, print=announce,
                 handler_cancellation=True, shutdown_timeout=1., access_log=None)

@@ -29,7 +29,7 @@ than a tenth of a core is flagged as disturbed. Prints a table, writes bench/res
 """
 from __future__ import annotations
 
-import argparse, asyncio, collections, cProfile, dataclasses, gc, io, json, logging, os, pstats, random, signal, socket, subprocess, sys, tempfile, time
+import argparse, asyncio, collections, cProfile, dataclasses, gc, io, json, logging, os, pstats, random, re, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import aiohttp
@@ -38,16 +38,17 @@ import psutil
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import CachedSynth, KnownTranscriptSTT, code_version, corpus_calls  # noqa: E402  (the sibling bench script)
+from blackbox import code_version  # noqa: E402  (the sibling bench module)
 
-from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_encode, ulaw_to_payload
+from artist_hotline.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, read_audio, resample, ulaw_encode, ulaw_to_payload
 from artist_hotline.records import CallSink
-from artist_hotline.fakecloud import Engines, create_fake_cloud, get_profile
-from artist_hotline.offline import ScriptedBrain
+from artist_hotline.fakecloud import Engines, KnownEar, create_fake_cloud, get_profile
+from artist_hotline.offline import ScriptedBrain, espeak_synth
 from artist_hotline.persona import load_persona
 from artist_hotline.server import CALLS, SINK, STATS, create_app, serve
 from artist_hotline.settings import Settings
-from artist_hotline.simulate import map_stream_url, new_sid, parse_twiml, voice_params
+from artist_hotline.sentences import SentenceSplitter, clean_for_speech
+from artist_hotline.simulate import map_stream_url, new_sid, parse_twiml, voice_params, voiced_span
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
@@ -57,6 +58,48 @@ STARVE_S = 0.005 # playback ran dry for longer than this
 LAG_BUDGET_S = 0.020 # loop lag p99 allowed
 MAX_GAP_MS = 5000
 SLOTS = 10 # phases of the callers' 20 ms frame clocks (2 ms apart): real calls do not send in lockstep
+
+
+# ---------------------------------------------------------------- what the callers say, and the fake cloud's cheap engines
+DIGITS = 'zero one two three four five six seven eight nine'.split()
+SPEAKERS = ('george', 'jackson', 'lucas')
+
+@dataclasses.dataclass
+class Clip:
+    "One corpus recording a caller says."
+    label: str
+    text: str # what is said (the fake cloud's known transcript)
+    pcm: np.ndarray # int16, 8 kHz
+    span: tuple[int, int] # voiced part, samples
+
+def load_clip(path: Path, text: str) -> Clip:
+    pcm, _ = read_audio(path, SAMPLE_RATE)
+    return Clip(path.name, text, pcm, voiced_span(pcm) or (0, len(pcm)))
+
+def corpus_clips(corpus: Path) -> list[Clip]:
+    "The LibriVox sentences, 'go forward ten meters' and forty spoken digits (speakers in turn)."
+    lv = sorted((corpus / 'librivox').glob('*.wav'))
+    clips = [load_clip(p, p.with_suffix('.txt').read_text().strip()) for p in lv] + [load_clip(corpus / 'misc' / 'goforward.raw', 'go forward ten meters')]
+    names = [f'{d}_{SPEAKERS[(d + k) % 3]}_{k}' for k in (0, 1) for d in range(10)] + [f'{d}_{SPEAKERS[(d + 2) % 3]}_{k}' for k in (0, 1) for d in range(10)]
+    return clips + [load_clip(corpus / 'fsdd' / f'{n}.wav', DIGITS[int(n[0])]) for n in names]
+
+class CachedSynth:
+    "eSpeak NG in the persona's voice, with every line the persona can say (and its sentence pieces) synthesized up front."
+    def __init__(self, persona, rate: int | None = None, # resample the cached audio to this rate (None: eSpeak's own)
+                ):
+        self.voice, self.wpm, self.rate, self.cache = persona.voice.espeak_voice, persona.voice.espeak_rate, rate, {}
+        lines = [persona.greeting, persona.reprompt, persona.goodbye, persona.busy, *persona.fallback_lines,
+                 *persona.small_talk, *(r.reply for r in persona.script)]
+        for line in filter(None, lines):
+            split = SentenceSplitter()
+            pieces = [p for tok in re.findall(r'\s*\S+', line) for p in split.push(tok)] + split.flush()
+            for text in {*pieces, clean_for_speech(line)}: self(text)
+
+    def __call__(self, text: str) -> tuple[np.ndarray, int]:
+        if text not in self.cache:
+            pcm, sr = espeak_synth(text, self.voice, self.wpm)
+            self.cache[text] = (resample(pcm, sr, self.rate), self.rate) if self.rate else (pcm, sr)
+        return self.cache[text]
 
 
 # ---------------------------------------------------------------- loop lag, in every process
@@ -199,7 +242,7 @@ def serve_cloud(args):
     pin(args.core)
     logging.basicConfig(level=logging.WARNING)
     persona = load_persona()
-    clips = [c for call in corpus_calls(Path(args.corpus), 40, 40) for c in call]
+    clips = corpus_clips(Path(args.corpus))
     counts = collections.Counter()
     class CountingBrain(ScriptedBrain):
         async def reply(self, messages, usage=None):
@@ -209,7 +252,9 @@ def serve_cloud(args):
         def __call__(self, text):
             counts['tts'] += 1
             return super().__call__(text)
-    engines = Engines(KnownTranscriptSTT(clips), CountingBrain(persona), CountingSynth(persona, rate=SAMPLE_RATE))
+    ear = KnownEar()  # the transcript of the recording the audio holds: no recognizer's CPU on the callers' core
+    for c in clips: ear.register(c.pcm, text=c.text)
+    engines = Engines(ear, CountingBrain(persona), CountingSynth(persona, rate=SAMPLE_RATE))
     app = create_fake_cloud(get_profile(args.cloud_profile), engines=engines)
     lag = LagMonitor()
     async def monitor(app):
@@ -541,7 +586,7 @@ async def wait_up(session, url: str, proc: subprocess.Popen, what: str, timeout:
     raise SystemExit(f'capacity.py: the {what} did not come up in {timeout:.0f} s')
 
 async def drive(args, server: subprocess.Popen, cloud: subprocess.Popen, server_url: str, cloud_url: str) -> list[dict]:
-    utts = [Utterance(c) for call in corpus_calls(Path(args.corpus), 40, 40) for c in call]
+    utts = [Utterance(c) for c in corpus_clips(Path(args.corpus))]
     gc.collect(); gc.freeze()  # the callers' own GC pauses would look like starved playback
     lag = LagMonitor()
     lag_task = asyncio.create_task(lag.run())

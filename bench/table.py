@@ -1,0 +1,87 @@
+"""README-ready markdown tables from the benches' JSON results (bench/results/<bench>-<mode>.json).
+
+    .venv/bin/python bench/table.py                      # every result in bench/results
+    .venv/bin/python bench/table.py bench/results/turns-*.json
+"""
+from __future__ import annotations
+
+import collections, json, sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / 'results'
+ORDER = ['offline', 'cloud', 'oracle', 'prototype']
+SHORT = {'offline': 'offline', 'cloud': 'cloud (Whisper ear)', 'oracle': 'oracle (upper bound)', 'prototype': "prototype's design"}
+
+
+def ms(x) -> str:
+    "Seconds as '0.61 s' ('n/a' for none, 'never' for a failure counted as infinitely late)."
+    if x is None or x == 'n/a': return 'n/a'
+    return 'never' if x == float('inf') else f'{x:.2f} s'
+
+
+def pair(d, a='p50', b='p90') -> str:
+    return 'n/a' if not isinstance(d, dict) else f'{ms(d[a])} / {ms(d[b])}'
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)] + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows])
+
+
+def missed(r: dict) -> str:
+    if not r.get('goals_apply', True): return '(not checked)'
+    m = [k for k, ok in r.get('goals', {}).items() if not ok]
+    return ', '.join(m) if m else 'none'
+
+
+def turns_tables(rs: list[dict]) -> str:
+    rows = []
+    for r in rs:
+        s = r['summary']
+        p5, p7, n = s['pauses']['pause 500'], s['pauses']['pause 700'], s['noise']
+        early = s['sentences_bot_heard_early'] + p5['bot_heard_before_sentence_over'] + p7['bot_heard_before_sentence_over']
+        rows.append([SHORT[r['mode']], pair(s['end_after_sentence']), f"{p5['turn_ended_in_pause']}/{p5['cases']} / {p7['turn_ended_in_pause']}/{p7['cases']}",
+                     early, f"{s['numbers_one_turn']}/{s['numbers']}", f"{s['digits_a_turn']}/{s['digits']}",
+                     'n/a' if n['per_minute'] is None else f"{n['per_minute']:.1f} ({n['false_turns']} in {n['minutes']:.1f} min)",
+                     f"{n['cases_replied_to']}/{n['cases']}", pair(s['v2v']), pair(s['word_lag']), missed(r)])
+    head = ['mode', 'end after a sentence p50 / p90', 'turns ended in 500 / 700 ms pauses', 'bot heard before the sentence was over',
+            'numbers one turn', 'lone digits a turn', 'false turns / min of noise', 'noise replied to', 'voice to voice p50 / p90',
+            'word lag p50 / p90', 'goals missed']
+    reasons = collections.OrderedDict()
+    for r in rs:
+        for grp, c in r['summary']['end_reasons'].items():
+            for why, k in c.items(): reasons.setdefault((grp, why), {})[r['mode']] = k
+    groups = list(dict.fromkeys(grp for grp, _ in reasons))  # in the order the cases were said
+    why_rows = [[grp, why] + [reasons[(grp, why)].get(r['mode'], 0) for r in rs]
+                for grp, why in sorted(reasons, key=lambda k: (groups.index(k[0]), -sum(reasons[k].values())))]
+    return table(head, rows) + '\n\nTurns per end reason (the server\'s `end_reason`, numbers taken out):\n\n' + \
+        table(['cases', 'end reason'] + [SHORT[r['mode']] for r in rs], why_rows)
+
+
+def latency_table(rs: list[dict]) -> str:
+    rows = []
+    for r in rs:
+        s, st = r['summary'], r['summary']['stages_after_end_p50']
+        rows.append([SHORT[r['mode']], f"{s['replied']}/{s['turns']}", f"{ms(s['v2v']['p50'])} / {ms(s['v2v']['p90'])} / {ms(s['v2v']['p95'])}",
+                     ms(s['v2v_sentences']['p50']), ms(s['v2v_digits']['p50']), ms(st['endpoint']), ms(st.get('words_ready')), ms(st['first_token']),
+                     ms(st['first_audio']), ms(s['first_frame']['p50']), missed(r)])
+    return table(['mode', 'replied', 'voice to voice p50 / p90 / p95', 'sentences p50', 'digits p50', 'turn over p50', 'words ready p50',
+                  'first token p50', 'first speech audio p50', 'first bot frame p50', 'goals missed'], rows)
+
+
+def render(paths: list[Path]) -> str:
+    by = collections.defaultdict(list)
+    for p in paths:
+        r = json.loads(p.read_text())
+        by[r['bench']].append(r)
+    out = []
+    for bench, rs in sorted(by.items()):
+        rs.sort(key=lambda r: ORDER.index(r['mode']) if r['mode'] in ORDER else 99)
+        out.append(f'**{bench}.py**\n\n' + (turns_tables(rs) if bench == 'turns' else latency_table(rs)))
+        out.append('Measured ' + '; '.join(f"{SHORT[r['mode']]} {r['date'][:10]} at {r['code']['commit'][:8]}{' (with changes)' if r['code']['dirty'] else ''}, "
+                                            f"load {r['load_avg'][0]:.1f} on {r['cores']} cores" for r in rs) + '.')
+    return '\n\n'.join(out)
+
+
+if __name__ == '__main__':
+    files = [Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob('*.json'))
+    print(render([f for f in files if f.name.split('-')[0] in ('turns', 'latency')]))
