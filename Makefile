@@ -7,9 +7,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test sync nbtest pytest calibrate bench readme notebooks docs clean
 
-$(VENV)/.installed: settings.ini setup.py
+$(VENV)/.installed: settings.ini setup.py Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps pipecat-ai==1.14.0  # only for the Smart Turn model file inside it (02d_smart_turn)
 	touch $@
 
 # The main job: an offline phone call to the hotline, with its transcript, latency table, WAV and plot in out/demo.

@@ -6,8 +6,10 @@
 from __future__ import annotations
 import asyncio, logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import AsyncIterator, Awaitable, Callable
 
+import numpy as np
 from fastcore.basics import patch
 
 from .audio import FRAME_SAMPLES, ulaw_decode
@@ -18,7 +20,7 @@ from .providers import ProviderError, Providers, Tasks, retried
 from .records import CallRecord, CallSink, TurnRecord
 from .settings import CallSettings
 from .transcription import Heard, TranscriptionSession, same_words
-from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, TurnOver, TurnTaker, Utterance
+from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, over_bot
 from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import SpokenReply, VoiceSession, once
 
@@ -74,6 +76,7 @@ class Call:
         self._pending = b'' # inbound µ-law short of a whole frame
         self._early: Answer | None = None # an answer started in the caller's pause
         self._reply: Answer | None = None # what the bot is answering or saying
+        self._peeked: int | None = None # the utterance over the bot whose words were read early
         self._closing, self.ended = False, asyncio.Event()
 
     @property
@@ -115,11 +118,13 @@ class Call:
         self.ear.send(ulaw)
         tt = self.turn_taker
         self._act(tt.push(ulaw_decode(ulaw), self.clock(), self.ear.hearing))
-        if tt.speaking and tt.speech_ms >= self.settings.turn.barge_in_ms and self.bot_busy: self._barge_in()
+        if tt.speaking and self.bot_busy: self._over_bot()
 
     def _heard(self, words: str) -> None:
         "The ear's words for the turn under way, to the turn-taker."
-        if self.turn_taker is not None: self._act(self.turn_taker.heard(words, self.clock()))
+        if (tt := self.turn_taker) is None: return
+        self._act(tt.heard(words, self.clock(), self.ear.punctuates))
+        if tt.speaking and self.bot_busy: self._over_bot()
 
     def _sent(self, rec: TurnRecord, at: float, seconds: float) -> None:
         "The playout sent some of a turn's audio."
@@ -193,7 +198,7 @@ def release(self: Call) -> CallRecorder | None:
     recorder, self.playout.recorder, self.turn_taker = self.recorder, None, None
     return recorder
 
-# %% ../nbs/07_call.ipynb #99b23311
+# %% ../nbs/07_call.ipynb #db60cf72
 @patch
 async def _speak(self: Call, ans: Answer, text: AsyncIterator[str]) -> None:
     "Say what `text` yields as it is written, or a fallback line if a provider fails."
@@ -283,12 +288,19 @@ def _close_open_replies(self: Call) -> None:
 def _act(self: Call, events: list) -> None:
     "Act on the turn-taker's events."
     for ev in events:
-        if type(ev) is CallerStarted: self.ear.begin(ev.pcm)
+        if type(ev) is CallerStarted: self.ear.begin(self._rejoin() if self._unheard(ev.utterance) else ev.pcm)
         elif type(ev) is CallerStopped: self.ear.pause()
+        elif type(ev) is JudgeVoice and self.providers.voice_model is not None: self._tasks.spawn(self._judge(ev))
         elif type(ev) is CallerPaused and not self.bot_busy:
             self._early = self._answer(ev.utterance, Heard(ev.words, self.ear.stream_name, self.clock()) if ev.words else self.ear.read(ev.pcm))
         elif type(ev) is CallerResumed and self._early is not None: self._drop(self._early, 'the caller went on'); self._early = None
         elif type(ev) is TurnOver: self._turn_over(ev)
+
+@patch
+async def _judge(self: Call, ev: JudgeVoice) -> None:
+    "Ask the voice model about this pause and hand its verdict to the turn-taker (when it fails, the words and the silence decide)."
+    try: self.turn_taker.judged(ev.pause, await self.providers.voice_model.judge(ev.pcm))
+    except ProviderError as e: self.record.event('voice_model_failed', turn=ev.utterance.index, error=str(e)[:300])
 
 @patch
 def _turn_over(self: Call, ev: TurnOver) -> None:
@@ -296,8 +308,11 @@ def _turn_over(self: Call, ev: TurnOver) -> None:
     u, early, self._early = ev.utterance, self._early, None
     if self.bot_busy:
         if early is not None: self._drop(early, 'the bot was talking')
-        self.ear.drop()
-        return self.record.turn(self.record.new_turn(u.index, outcome='ignored').took(u))
+        if not (why := over_bot(u.words, 0, self.settings.turn)):  # a backchannel, a cough: the bot goes on
+            self.ear.drop()
+            self.record.event('backchannel', turn=u.index, words=u.words[:300], ms=round(u.voiced_ms))
+            return self.record.turn(self.record.new_turn(u.index, outcome='ignored').took(u))
+        self._barge_in(why)  # "wait", "no", a question: the bot stops, and the words are answered
     final = self.ear.finish(ev.pcm)  # the streamed final transcript's task (None: the ear did not hear the turn to its end)
     if final is None: ans = early or self._answer(u, self.ear.read(ev.pcm))
     else: ans = early or self._answer(u, Heard(u.words, self.ear.stream_name, u.words_at) if u.words else final)
@@ -321,6 +336,25 @@ def _drop(self: Call, ans: Answer, why: str) -> None:
     ans.task.cancel()
 
 @patch
+def _unheard(self: Call, u: Utterance) -> bool:
+    "Did the caller start speaking again before any of the answer to their last turn reached them?"
+    a, tt = self._reply, self.turn_taker
+    if a is None or a.rec.kind != 'reply' or a.rec.index != tt.rejoinable or self.record.has(a.rec) or a.rec.heard_text: return False
+    return a.rec.first_sent is None or u.start < a.rec.first_sent + self.settings.turn.unheard_ms / 1000
+
+@patch
+def _rejoin(self: Call) -> np.ndarray:
+    "The caller went on before hearing the answer: it is dropped, unheard and unremembered, and their turn goes on whole; its audio."
+    ans, self._reply = self._reply, None
+    ans.over.clear()  # the turn was not over after all
+    if ans.counted: self.memory.retract(ans.rec.caller_text)
+    if self.playout.holds(ans.rec) or ans.rec.first_sent is not None: self.playout.clear()
+    if ans.running: self._drop(ans, 'the caller went on before hearing it')
+    else: self.record.event('answer_dropped', turn=ans.rec.index, why='the caller went on before hearing it', words=ans.rec.caller_text[:300],
+                            reply_chars=len(ans.rec.reply_text))
+    return self.turn_taker.rejoin()
+
+@patch
 async def _answering(self: Call, ans: Answer, words: Heard | asyncio.Task) -> None:
     "The work of one answer: its words, then the reply (or a fallback line)."
     rec = ans.rec
@@ -339,8 +373,8 @@ async def _answering(self: Call, ans: Answer, words: Heard | asyncio.Task) -> No
         await self._admit(ans)
     except asyncio.CancelledError:
         if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered
-            if rec.first_token is not None: self.record.event('answer_dropped', turn=rec.index, why=ans.dropped, words=rec.caller_text[:300],
-                                                               reply_chars=len(rec.reply_text))
+            if rec.transcript is not None:  # it went as far as the model
+                self.record.event('answer_dropped', turn=rec.index, why=ans.dropped, words=rec.caller_text[:300], reply_chars=len(rec.reply_text))
             raise
         if rec.outcome == 'pending': rec.outcome = 'cancelled'
         self._finish(rec)
@@ -366,7 +400,23 @@ async def _confirm(self: Call, ans: Answer, u: Utterance, final: asyncio.Task) -
 
 # %% ../nbs/07_call.ipynb #83a70cfb
 @patch
-def _barge_in(self: Call) -> None:
+def _over_bot(self: Call) -> None:
+    "The caller speaks while the bot does: stop the bot if they interrupt it; read their words early, to tell."
+    tt, s = self.turn_taker, self.settings.turn
+    u = tt.utterance
+    if (why := over_bot(u.words, tt.speech_ms, s)): return self._barge_in(why)
+    if s.peek_ms and tt.speech_ms >= s.peek_ms and self._peeked != u.index:  # before `barge_in_ms`: is it "yeah", or "wait"?
+        self._peeked = u.index
+        self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u))
+
+@patch
+def _peeked_words(self: Call, u: Utterance, read: asyncio.Task) -> None:
+    "The words read early, to the turn-taker as the utterance's words so far (they may say that it interrupts)."
+    if not read.cancelled() and read.exception() is None and self.turn_taker is not None and self.turn_taker.utterance is u:
+        self._heard(read.result().text)
+
+@patch
+def _barge_in(self: Call, why: str) -> None:
     "The caller talks over the bot: stop it, and remember only what was heard."
     cut = self.playout.clear()
     if self._reply is not None and self._reply.running:
@@ -375,4 +425,4 @@ def _barge_in(self: Call) -> None:
     for rec in cut:
         rec.interrupted, rec.outcome = True, 'barge_in'
         self._finish(rec)
-    self.record.event('barge_in', turns=[r.index for r in cut], heard=' | '.join(r.heard_text for r in cut)[:300])
+    self.record.event('barge_in', why=why, turns=[r.index for r in cut], heard=' | '.join(r.heard_text for r in cut)[:300])

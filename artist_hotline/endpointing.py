@@ -4,8 +4,9 @@
 
 # %% ../nbs/02c_endpointing.ipynb #927ddf65
 from __future__ import annotations
-import json, time
+import hashlib, json, time
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,13 @@ import pandas as pd
 from .audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, frames, read_audio, resample
 from .calibrate import phone_signal, read_lab, read_rttm
 from .settings import DetectorSettings, TurnSettings, VoicingSettings, WordsSettings
-from .turns import TurnOver, TurnTaker, Utterance
+from .turns import CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance
 from .vad import frame_db, turn_vad
 
 # %% auto #0
 __all__ = ['PROTOTYPE', 'VAPI', 'Case', 'room_tone', 'aligned_words', 'sentence_cases', 'paused', 'voiced_part', 'number_cases',
-           'digit_cases', 'noise_cases', 'words_heard', 'sphinx_heard', 'replay', 'judge', 'summarize', 'compare',
-           'plot_case']
+           'digit_cases', 'noise_cases', 'words_heard', 'sphinx_heard', 'measured', 'replay', 'judge', 'summarize',
+           'compare', 'operating_point', 'eot_table', 'plot_case']
 
 # %% ../nbs/02c_endpointing.ipynb #603b2fd0
 @dataclass
@@ -162,17 +163,53 @@ def sphinx_heard(case: Case, # any case
     d.end_utt()
     return out
 
+# %% ../nbs/02c_endpointing.ipynb #f921b012
+def measured(f: Callable, # an engine's blocking function of int16 8 kHz audio
+            ) -> Callable:
+    "`f`, timed and remembered: audio -> (its answer, the seconds it took); the same audio is computed once."
+    memo = {}
+    def run(pcm: np.ndarray):
+        key = hashlib.sha1(np.ascontiguousarray(pcm).tobytes()).digest()
+        if key not in memo:
+            t0 = time.perf_counter(); out = f(pcm); memo[key] = (out, time.perf_counter() - t0)
+        return memo[key]
+    return run
+
 # %% ../nbs/02c_endpointing.ipynb #cc1c959d
 def replay(case: Case, # what to play
            settings: TurnSettings, # the turn-taking to measure
-           heard: list | None = None, # (time, partial) transcripts; None: no words (silence alone decides)
+           heard: list | None = None, # (time, partial) transcripts; None: no words (silence alone decides, unless `ear` hears)
+           voice: Callable | None = None, # the end-of-turn model: audio so far -> (probability, seconds), asked at each `JudgeVoice`
+           punctuates: bool = False, # does the ear punctuate (Whisper does)?
+           ear: Callable | None = None, # a streaming ear that reads the turn at each `CallerStopped`: audio -> (text, seconds)
+           partials: list | None = None, # where to note (time, text) of the words the ear sent
           ) -> list[Utterance]:
     "The turns a turn-taker ends on this case."
-    tt, done, feed = TurnTaker(settings), [], sorted(heard or [])
+    tt, done, feed, due = TurnTaker(settings), [], sorted(heard or []), []
+    reading, again, spoke = None, False, 0.  # the ear's reading under way (arrives, utterance, text, began), one wanted after it, last speech
+    def read(at):
+        text, took = ear(tt.audio())
+        return (at + took, tt.utterance, text, at)
     for k, f in enumerate(frames(case.pcm)):
         at = (k + 1) * FRAME_MS / 1000
-        while feed and feed[0][0] <= at: tt.heard(feed.pop(0)[1], at)
-        done += [e.utterance for e in tt.push(f, at, hearing=heard is not None) if isinstance(e, TurnOver)]
+        while feed and feed[0][0] <= at: tt.heard(feed.pop(0)[1], at, punctuates)
+        while due and due[0][0] <= at: tt.judged(*due.pop(0)[1:])
+        if reading is not None and reading[0] <= at:
+            _, u, text, began = reading
+            reading = None
+            if u is tt.utterance and spoke <= began:  # the turn goes on and nothing was said since the reading began
+                tt.heard(text, at, punctuates)
+                if partials is not None: partials.append((at, text))
+            if again and tt.utterance is not None: reading, again = read(at), False
+        for e in tt.push(f, at, hearing=heard is not None or ear is not None):
+            if type(e) is TurnOver: done.append(e.utterance); reading, again = None, False  # the next turn is read afresh
+            elif type(e) is CallerStopped and ear is not None:
+                if reading is None: reading = read(at)
+                else: again = True
+            elif type(e) is JudgeVoice and voice is not None:
+                p, took = voice(e.pcm)
+                due.append((at + took, e.pause, p))  # its verdict arrives once it is computed
+        if tt.speaking and tt.endpointer.silence_ms == 0: spoke = at
     return done
 
 def judge(case: Case, # a case
@@ -216,6 +253,27 @@ def compare(cases: list[Case], # the cases
     noise_s = sum(c.seconds for c in cases if c.group == 'noise')
     return pd.DataFrame({name: summarize([judge(c, replay(c, st, heard(c) if heard else None)) for c in cases], noise_s)
                          for name, (st, heard) in rules.items()}).T
+
+# %% ../nbs/02c_endpointing.ipynb #55da1daa
+def operating_point(rows: list[dict], # `judge` of every case under one setting
+                   ) -> dict:
+    "One setting on the trade-off: when turns end after finished speech (s), and the share of pauses inside a turn it cut."
+    df = pd.DataFrame(rows)
+    late = df[df.group != 'noise'].latency.fillna(np.inf).to_numpy()  # a turn never ended is never answered
+    pauses, numbers = df[df.group.str.startswith('pause')], df[df.group == 'number']
+    gaps = len(pauses) + 9 * len(numbers)  # a pause case has one pause; a number, nine gaps
+    return {'end p50 s': float(np.median(late)), 'end p90 s': float(np.quantile(late, 0.9)),
+            'cut-offs': (pauses.cut_in_pause.sum() + numbers.cut.clip(upper=9).sum()) / gaps}
+
+def eot_table(points: dict, # decider -> {setting: operating_point}
+             ) -> pd.DataFrame:
+    "eot-bench's view: cut-offs within a 300 / 600 ms budget (the fewest of any setting whose median end is within it), delay at 5% / 10% cut-offs."
+    def row(pts):
+        within = lambda b: min((p['cut-offs'] for p in pts if p['end p50 s'] <= b), default=np.nan)
+        delay = lambda c: min((p['end p50 s'] for p in pts if p['cut-offs'] <= c), default=np.nan)
+        return {'cut-offs, 300 ms budget': within(0.3), 'cut-offs, 600 ms budget': within(0.6),
+                'delay at 5% cut-offs (s)': delay(0.05), 'delay at 10% cut-offs (s)': delay(0.1)}
+    return pd.DataFrame({name: row(list(pts.values())) for name, pts in points.items()}).T
 
 # %% ../nbs/02c_endpointing.ipynb #42ccdc1b
 def plot_case(case: Case, # a case

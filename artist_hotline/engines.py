@@ -25,7 +25,7 @@ def make_providers(settings: Settings, # the server's settings
                    shared: Providers | None = None, # another persona's engines: its ear and its cloud model are reused
                   ) -> Providers:
     "Build the speech-to-text, model and speech engines the settings ask for."
-    from artist_hotline import neural, offline
+    from artist_hotline import neural, offline, smartturn
     s, v = settings, persona.voice
     openai_kw = dict(api_key=s.openai_api_key or 'not-needed', base_url=s.openai_base_url)
     pick = lambda chosen, cloud: chosen if chosen != 'auto' else cloud
@@ -53,8 +53,10 @@ def make_providers(settings: Settings, # the server's settings
     # the reply spoken as it is written; the HTTP stream (`tts`) is its fallback
     streaming_voice = voicesocket.ElevenLabsVoice(**eleven) if tts_kind == 'elevenlabs' and s.tts_streaming else None
     if shared is not None:  # one ear per server; a cloud model knows the persona from its prompt alone
-        return Providers(shared.stt, shared.llm if llm_kind == 'openai' else llm[llm_kind](), tts[tts_kind](), shared.stream_stt, streaming_voice)
-    return Providers(stt, llm[llm_kind](), tts[tts_kind](), stream, streaming_voice)
+        return Providers(shared.stt, shared.llm if llm_kind == 'openai' else llm[llm_kind](), tts[tts_kind](), shared.stream_stt, streaming_voice,
+                         shared.voice_model)
+    voice_model = smartturn.SmartTurn() if s.call.turn.voice.model == 'smart-turn' else None  # judges pauses by the voice, for every call
+    return Providers(stt, llm[llm_kind](), tts[tts_kind](), stream, streaming_voice, voice_model)
 
 # %% ../nbs/07a_engines.ipynb #8f56485f
 async def provider_problems(settings: Settings, # the server's settings
@@ -122,7 +124,7 @@ class Lines:
 
     async def _load(self, persona: Persona, providers: Providers) -> None:
         loop = asyncio.get_running_loop()
-        for e in (providers.stt, providers.llm, providers.tts, providers.stream_stt, providers.stream_tts):
+        for e in (providers.stt, providers.llm, providers.tts, providers.stream_stt, providers.stream_tts, providers.voice_model):
             if e is None or id(e) in self.engines: continue
             self.engines[id(e)] = e
             if hasattr(e, 'load'): await loop.run_in_executor(None, e.load)  # the models now, so that the first caller does not wait

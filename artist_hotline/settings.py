@@ -14,9 +14,9 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['OPENAI_URL', 'ELEVENLABS_URL', 'ENV_NAMES', 'DetectorSettings', 'VoicingSettings', 'WordsSettings', 'TurnSettings',
-           'SettingsError', 'turn_toml', 'read_turn_toml', 'CallSettings', 'Settings', 'env_names', 'settings_errors',
-           'turn_report']
+__all__ = ['OPENAI_URL', 'ELEVENLABS_URL', 'ENV_NAMES', 'DetectorSettings', 'VoicingSettings', 'WordsSettings',
+           'VoiceModelSettings', 'TurnSettings', 'SettingsError', 'turn_toml', 'read_turn_toml', 'CallSettings',
+           'Settings', 'env_names', 'settings_errors', 'turn_report']
 
 # %% ../nbs/01a_settings.ipynb #2b82ef6f
 OPENAI_URL = 'https://api.openai.com/v1'
@@ -44,19 +44,31 @@ class WordsSettings(_Part):
     continues_ms: int = Field(1500, ge=20, le=10000, json_schema_extra={'env': 'END_CONTINUES_MS'}) # the last word wants more: and, the, to, um
     number_ms: int = Field(1100, ge=20, le=10000, json_schema_extra={'env': 'END_NUMBER_MS'}) # the last word is a number: a phone number read out
     one_number_ms: int = Field(600, ge=20, le=10000, json_schema_extra={'env': 'END_ONE_NUMBER_MS'}) # the words are one number: an answer, or a number's first digit
+    unpunctuated_ms: int = Field(800, ge=20, le=10000, json_schema_extra={'env': 'END_UNPUNCTUATED_MS'}) # the words could end a sentence, but an ear that punctuates put no full stop after them
     stale_ms: int = Field(500, ge=0, le=5000, json_schema_extra={'env': 'END_STALE_MS'}) # the longest wait for the words to catch up with the speech
     eager_ms: int = Field(100, ge=0, le=5000, json_schema_extra={'env': 'EAGER_WORDS_MS'}) # with streamed words, start answering them after this much silence; it speaks once the turn is over (0: as eager_ms)
+
+class VoiceModelSettings(_Part):
+    "An end-of-turn model that judges a pause by the caller's voice (Smart Turn, `02d_smart_turn`), once per pause."
+    model: Literal['off', 'smart-turn'] = Field('off', json_schema_extra={'env': 'TURN_MODEL'}) # off: the words and the silence decide alone
+    ask_ms: int = Field(200, ge=20, le=2000, multiple_of=20, json_schema_extra={'env': 'TURN_MODEL_ASK_MS'}) # silence after which it is asked (Pipecat asks at 200)
+    threshold: float = Field(0.5, ge=0, le=1, json_schema_extra={'env': 'TURN_MODEL_THRESHOLD'}) # its probability that the turn is complete, above which it sounds done
+    wait_ms: int = Field(400, ge=20, le=5000, json_schema_extra={'env': 'TURN_MODEL_WAIT_MS'}) # the longest silence a complete sentence waits for the verdict
 
 class TurnSettings(_Part):
     "When the caller has started, paused, finished, or talked over the bot."
     detector: DetectorSettings = DetectorSettings() # frame detector
     voicing: VoicingSettings = VoicingSettings() # voicing gate
     words: WordsSettings = WordsSettings() # the end of a turn by its words, when they stream
+    voice: VoiceModelSettings = VoiceModelSettings() # the end of a turn by the sound of the caller's voice
     hangover_ms: int = Field(400, ge=20, le=5000) # silence that ends the caller's turn when there are no words to go by
     min_speech_ms: int = Field(100, ge=20, le=2000) # speech before a turn counts as started (a click is not a caller)
     eager_ms: int = Field(200, ge=0, le=5000) # start answering after this much silence, speak once the turn ends (0: off)
     preroll_ms: int = Field(350, ge=0, le=2000) # audio kept from before the detected start (unvoiced onsets come first)
-    barge_in_ms: int = Field(400, ge=20, le=5000) # caller speech over the bot that interrupts it
+    barge_in_ms: int = Field(400, ge=20, le=5000) # caller speech over the bot that interrupts it, unless its words are a backchannel
+    backchannel_ms: int = Field(1200, ge=20, le=10000) # a backchannel ("yeah", "okay") over the bot this long interrupts it all the same
+    peek_ms: int = Field(250, ge=0, le=5000) # caller speech over the bot after which its words so far are read at once (0: only at pauses)
+    unheard_ms: int = Field(250, ge=0, le=2000) # a reply whose first audio left less than this before the caller spoke again was not heard: the turn goes on
 
     @model_validator(mode='after')
     def _eager_within_hangover(self):

@@ -353,10 +353,11 @@ class TwilioStream:
 
     async def fill(self, seconds:float, # how long
                    waiting:bool=False, # the caller waits for the server: at speed 0, real time while nothing plays
+                   realtime:bool=False, # at speed 0, real time all the same (the caller listens to the bot before talking over it)
                   ):
         "Send line silence (or comfort noise) for `seconds` of stream time."
         end = self.now + round(seconds * SAMPLE_RATE)
-        while self.now < end: await self.send_frame(None, waiting and not self.playback.busy(self.now))
+        while self.now < end: await self.send_frame(None, realtime or (waiting and not self.playback.busy(self.now)))
 
     async def send_dtmf(self, digit:str, # one key: 0-9, *, #
                        ):
@@ -644,7 +645,8 @@ async def simulate_call(server_url:str, # the server's base URL, e.g. http://127
             if step.barge_in_after_s is not None:
                 heard = await stream.wait_sound(since, reply_timeout_s)
                 if heard is not None:
-                    await stream.fill((heard - stream.now - span[0]) / SAMPLE_RATE + step.barge_in_after_s, waiting=True)
+                    # in real time: the server hears the caller start this long after it sent the bot's audio, as on a call
+                    await stream.fill((heard - stream.now - span[0]) / SAMPLE_RATE + step.barge_in_after_s, realtime=True)
             keys = stream.now
             for d in step.dtmf: await stream.send_dtmf(d)
             barge = stream.playback.busy(stream.now + span[0])

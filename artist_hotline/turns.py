@@ -15,8 +15,9 @@ from .settings import TurnSettings
 from .vad import Endpointer, SpeechStarted, TurnEnded, turn_vad
 
 # %% auto #0
-__all__ = ['RecentFrames', 'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerStopped', 'CallerPaused', 'CallerResumed',
-           'TurnOver', 'TurnTaker']
+__all__ = ['REJOIN_MS', 'BACKCHANNEL_WORDS', 'BACKCHANNEL_PHRASES', 'INTERRUPTING_WORDS', 'RecentFrames', 'Ending', 'ending',
+           'Utterance', 'CallerStarted', 'CallerStopped', 'JudgeVoice', 'CallerPaused', 'CallerResumed', 'TurnOver',
+           'TurnTaker', 'backchannel', 'over_bot']
 
 # %% ../nbs/02b_turns.ipynb #e8076fdd
 class RecentFrames:
@@ -61,20 +62,24 @@ _WORD = re.compile(r"[a-z0-9']+")
 @dataclass
 class Ending:
     "What the last words of a partial transcript say about the end of the turn."
-    kind: str # empty | continues | number | one_number | complete
+    kind: str # empty | continues | number | one_number | unpunctuated | complete
     word: str = '' # the word (or mark) that decided it
 
 def ending(text: str, # a partial transcript
+           punctuates: bool = False, # does the speech-to-text end its sentences with a full stop (Whisper does)?
           ) -> Ending:
     "Does this transcript end a sentence, want more words, or end in a number?"
     t = text.strip().lower()
     words = _WORD.findall(t)
     if not words: return Ending('empty')
-    if t[-1] in '.?!': return Ending('complete', t[-1])
-    if t[-1] in ',;:-' or t.endswith('…'): return Ending('continues', t[-1])
+    if t[-1] in ',;:-' or t.endswith(('…', '...')): return Ending('continues', t[-1])  # a trailing ellipsis: the writer heard it trail off
     last = words[-1]
-    if last in _NUMBERS or last.isdigit(): return Ending('number' if len(words) > 1 else 'one_number', last)
-    return Ending('continues' if last in _WANTS_MORE else 'complete', last)
+    if last in _NUMBERS or last.isdigit(): return Ending('number' if len(words) > 1 else 'one_number', last)  # a full stop after digits ends nothing
+    if t[-1] in '.?!':
+        # an ear that punctuates puts a full stop after any fragment it is given: after a word that wants more, it is only a guess
+        return Ending('unpunctuated', last) if punctuates and last in _WANTS_MORE else Ending('complete', t[-1])
+    if last in _WANTS_MORE: return Ending('continues', last)
+    return Ending('unpunctuated' if punctuates else 'complete', last)
 
 # %% ../nbs/02b_turns.ipynb #733b9e4b
 @dataclass
@@ -102,6 +107,13 @@ class CallerStopped:
     utterance: Utterance
 
 @dataclass
+class JudgeVoice:
+    "The caller has been silent `voice.ask_ms`: ask the end-of-turn model whether their voice sounds done, and hand its answer to `TurnTaker.judged`."
+    utterance: Utterance
+    pcm: np.ndarray # the utterance's audio so far, the silence included
+    pause: int # which pause of the call it is about (a late answer about an earlier one is dropped)
+
+@dataclass
 class CallerPaused:
     "The caller paused and the turn may be over: an answer to what was said so far may start (it speaks only once the turn is over)."
     utterance: Utterance
@@ -120,7 +132,8 @@ class TurnOver:
     pcm: np.ndarray # the whole utterance, pre-roll included
 
 # %% ../nbs/02b_turns.ipynb #27e70214
-_EAGER = ('complete', 'number', 'one_number') # endings worth answering in a pause ('continues' waits for more)
+_EAGER = ('complete', 'number', 'one_number', 'unpunctuated') # endings worth answering in a pause ('continues' waits for more)
+REJOIN_MS = 4000 # how long after a turn ended the caller may still go on with it (when its answer was not heard)
 
 class TurnTaker:
     "Frames and words in, the caller's turns out: started, paused, resumed and over, with their times and why."
@@ -130,18 +143,23 @@ class TurnTaker:
         self.settings = s = settings
         w = s.words
         # the endpointer's own hangover is a frame past the longest any rule waits: the rules below decide first
-        longest = max(s.hangover_ms, w.continues_ms, w.number_ms, w.one_number_ms, w.complete_ms, w.stale_ms)
+        longest = max(s.hangover_ms, w.continues_ms, w.number_ms, w.one_number_ms, w.unpunctuated_ms, w.complete_ms, w.stale_ms)
         self.endpointer = ep = Endpointer(turn_vad(s), longest + FRAME_MS, s.min_speech_ms)
         self._preroll_s = s.preroll_ms / 1000
         # enough frames to reach back from the turn's end over the longest wait, the minimum speech and the pre-roll
         self._recent = RecentFrames(ep.hangover_frames + ep.min_frames + math.ceil(s.preroll_ms / FRAME_MS) + 10)
-        self._waits = {'complete': w.complete_ms, 'continues': w.continues_ms, 'number': w.number_ms, 'one_number': w.one_number_ms}
+        self._waits = {'complete': w.complete_ms, 'continues': w.continues_ms, 'number': w.number_ms, 'one_number': w.one_number_ms,
+                       'unpunctuated': w.unpunctuated_ms}
         self._number = number or itertools.count(1).__next__
         self.utterance: Utterance | None = None # the one under way
         self.spoke_at = 0. # when the caller last spoke (the latest frame of an utterance under way), on the call's clock
         self._pcm: list[np.ndarray] | None = None # its audio so far
         self._ending = ending('') # what its words say
         self._offered: str | None = None # what an answer may have started on in this pause ('': the audio; None: nothing)
+        self._last: tuple[Utterance, np.ndarray] | None = None # the turn that ended last, and its audio, while it may go on
+        self._since: list[np.ndarray] = [] # the frames since it ended
+        self._pauses = 0 # the pauses the voice model was asked about
+        self._judged: float | None = None # its answer for this pause: the probability the turn is complete (None: none yet)
 
     @property
     def speaking(self) -> bool:
@@ -155,11 +173,12 @@ class TurnTaker:
 
     def heard(self, text: str, # the partial transcript of the utterance under way, as it stands now
               at: float, # when it arrived, on the call's clock
+              punctuates: bool = False, # does the speech-to-text end its sentences with a full stop?
              ) -> list:
         "The words of the utterance so far (from streaming speech-to-text); the events they cause."
         u = self.utterance
         if u is None: return []
-        u.words, u.words_at, self._ending = text, at, ending(text)
+        u.words, u.words_at, self._ending = text, at, ending(text, punctuates)
         return self._pause(self.endpointer.silence_ms, at, True)
 
     def _at(self, t: float, now: float) -> float:
@@ -167,18 +186,34 @@ class TurnTaker:
         at = self._recent.arrived(t)
         return now if at is None else at
 
+    def judged(self, pause: int, # `JudgeVoice.pause`: the pause it was asked about
+               p: float, # the model's probability that the turn is complete
+              ) -> None:
+        "The end-of-turn model's verdict on the voice; the next frame decides with it (an answer about an earlier pause is dropped)."
+        if pause == self._pauses and self.utterance is not None: self._judged = p
+
     def _over(self, quiet: float, at: float, hearing: bool) -> str | None:
         "Is the turn over after `quiet` ms of silence? Why, if so."
-        s, u = self.settings, self.utterance
-        if not hearing: return f'{quiet:.0f} ms of silence' if quiet >= s.hangover_ms else None
+        s, u, v, p = self.settings, self.utterance, self.settings.voice, self._judged
+        done = p is not None and p >= v.threshold  # the voice sounds done
+        voice = '' if p is None else f', the voice {"done" if done else "not done"} ({p:.2f})'
+        if not hearing:
+            if done: return f'{quiet:.0f} ms of silence{voice}'
+            return f'{quiet:.0f} ms of silence{voice}' if quiet >= s.hangover_ms else None
         fresh = u.words_at is not None and u.words_at >= self._at(self.endpointer.last_voiced, at)
-        if not fresh and quiet < s.words.stale_ms: return None  # the last words may not be transcribed yet
+        if not fresh and quiet < s.words.stale_ms and not done: return None  # the last words may not be transcribed yet
         e = self._ending
-        if e.kind == 'empty': return f'no words heard, {quiet:.0f} ms of silence' if quiet >= s.hangover_ms else None
-        if quiet < self._waits[e.kind]: return None
+        if e.kind == 'empty':
+            return f'no words heard, {quiet:.0f} ms of silence{voice}' if quiet >= s.hangover_ms or done else None
+        kind = e.kind
+        if kind == 'complete' and v.model != 'off':
+            if p is None and quiet < v.wait_ms: return None  # the voice's verdict is due: a sentence waits for it
+            if p is not None and not done: kind = 'unpunctuated'  # the words end, the voice does not: wait as for a sentence without a full stop
+        if quiet < self._waits[kind]: return None
         said = {'complete': 'a complete sentence', 'continues': f'"{e.word}" wanted more, but', 'number': f'a number ("{e.word}"), then',
-                'one_number': f'one number ("{e.word}"), then'}[e.kind]
-        return f'{said} {quiet:.0f} ms of silence' + ('' if fresh else ' (words not caught up)')
+                'one_number': f'one number ("{e.word}"), then', 'unpunctuated': f'no full stop after "{e.word}", then'}
+        said = 'a complete sentence' if e.kind == 'complete' else said[kind]
+        return f'{said} {quiet:.0f} ms of silence{voice}' + ('' if fresh else ' (words not caught up)')
 
     def _pause(self, quiet: float, at: float, hearing: bool) -> list:
         "May an answer start on what was said so far (`CallerPaused`), or is one started premature (`CallerResumed`)?"
@@ -198,8 +233,25 @@ class TurnTaker:
     def _turn_over(self, ev: TurnEnded, at: float, why: str) -> TurnOver:
         u, pcm = self.utterance, np.concatenate(self._pcm)
         u.end, u.over, u.voiced_ms, u.why, u.audio_s = self._at(ev.last_voiced, at), at, ev.voiced_ms, why, len(pcm) / SAMPLE_RATE
-        self.utterance, self._pcm, self._offered, self._ending = None, None, None, ending('')
+        self.utterance, self._pcm, self._offered, self._ending, self._judged = None, None, None, ending(''), None
+        self._last, self._since = (u, pcm), []
         return TurnOver(u, pcm)
+
+    def audio(self) -> np.ndarray:
+        "The audio of the utterance under way so far, pre-roll included."
+        return np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
+
+    def rejoin(self) -> np.ndarray:
+        "The utterance just started goes on with the turn that ended last (its answer was never heard): one utterance, its audio whole."
+        (last, pcm), u = self._last, self.utterance
+        u.index, u.start = last.index, last.start
+        self._pcm, self._last, self._since = [pcm, *self._since], None, []
+        return self.audio()
+
+    @property
+    def rejoinable(self) -> int | None:
+        "The number of the turn that ended last, when the utterance under way could go on with it."
+        return self._last[0].index if self._last is not None and self.utterance is not None else None
 
     def push(self, pcm: np.ndarray, # the next frame: FRAME_SAMPLES int16 samples
              at: float, # when it arrived (its last sample), on the call's clock
@@ -210,6 +262,9 @@ class TurnTaker:
         t = self._recent.n * FRAME_SAMPLES / SAMPLE_RATE
         self._recent.add(pcm, at)
         if self._pcm is not None: self._pcm.append(pcm)
+        if self._last is not None:
+            self._since.append(pcm)
+            if len(self._since) * FRAME_MS > REJOIN_MS: self._last, self._since = None, []  # too long ago to go on with
         out = []
         for ev in ep.push(pcm, t):
             if isinstance(ev, SpeechStarted):
@@ -220,7 +275,41 @@ class TurnTaker:
         if self.utterance is None: return out
         self.spoke_at = at
         quiet = ep.silence_ms
+        if quiet == 0: self._judged = None  # speech again: a verdict on the pause before no longer holds
         if quiet == 2 * FRAME_MS: out.append(CallerStopped(self.utterance))  # two silent frames: not a flicker of the detector
+        if quiet == self.settings.voice.ask_ms and self.settings.voice.model != 'off':
+            self._pauses += 1
+            out.append(JudgeVoice(self.utterance, np.concatenate(self._pcm), self._pauses))
         if quiet and (why := self._over(quiet, at, hearing)):
             return out + [self._turn_over(ev, at, why) for ev in ep.end(t)]
         return out + self._pause(quiet, at, hearing)
+
+# %% ../nbs/02b_turns.ipynb #7346eb41
+BACKCHANNEL_WORDS = set("""yeah yes yep yup yah ya yea okay ok kay alright right sure cool nice great good wow oh ah aha ahh
+huh mhm mm mmm hmm hm um uh uhm er true totally exactly indeed absolutely definitely gotcha interesting really haha ha hah
+hahaha lol wonderful amazing lovely fine see""".split())
+BACKCHANNEL_PHRASES = ('i see', 'got it', 'uh huh', 'uh-huh', 'mm hmm', 'mm-hmm', 'all right', "that's right", 'makes sense',
+                       'fair enough', 'of course', 'i know', 'for sure', 'thank you', 'thanks')
+INTERRUPTING_WORDS = set("""wait stop no nope sorry excuse pardon hold hang actually what why how when where who which but hey
+listen question repeat again slow""".split())
+
+def backchannel(words: str, # what the caller said over the bot
+               ) -> bool:
+    "Are these words only an acknowledgement ('yeah', 'okay', 'mm-hmm', 'I see', a laugh)?"
+    t = ' ' + ' '.join(_WORD.findall(words.lower().replace('-', ' '))) + ' '
+    for p in BACKCHANNEL_PHRASES: t = t.replace(' ' + p.replace('-', ' ') + ' ', ' ')
+    rest = t.split()
+    return bool(_WORD.findall(words.lower())) and all(w in BACKCHANNEL_WORDS for w in rest)
+
+def over_bot(words: str, # the caller's words so far ('' when none have been heard)
+             speech_ms: float, # how long the caller has spoken so far
+             settings: TurnSettings = TurnSettings(), # `barge_in_ms`, `backchannel_ms`
+            ) -> str | None:
+    "Does the caller's speech over the bot interrupt it? Why, if it does (None: a backchannel or a noise, so far)."
+    t, s = words.strip(), settings
+    w = _WORD.findall(t.lower())
+    if (cue := next((x for x in w if x in INTERRUPTING_WORDS), None)): return f'"{cue}" over the bot'
+    if t.endswith('?'): return f'a question over the bot ("{t}")'
+    if w and backchannel(t): return f'a backchannel ("{t}") {speech_ms:.0f} ms long' if speech_ms >= s.backchannel_ms else None
+    if speech_ms >= s.barge_in_ms: return f'{speech_ms:.0f} ms of speech over the bot' + (f' ("{t}")' if w else '')
+    return None

@@ -5,6 +5,7 @@ import pytest
 
 from artist_hotline.audio import frames, payload_to_ulaw, ulaw_encode
 from artist_hotline.call import Call
+from artist_hotline.playout import Clock
 from artist_hotline.settings import CallSettings, TurnSettings
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, LanguageModel, ProviderError, Providers, TextToSpeech, ToneTTS
@@ -26,17 +27,24 @@ class FakeTwilio:
 def silence(seconds): return np.zeros(int(seconds * 8000), np.int16)
 
 
+class FrameClock:
+    "The call's clock moves 20 ms with each frame fed: its times are the audio's, however fast the test runs."
+    def __init__(self): self.t = 0.
+    def __call__(self): return self.t
+
+
 async def talk(call, pcm, pace=0.0):
     for f in frames(pcm):
+        if isinstance(call.clock, FrameClock): call.clock.t += 0.02
         call.feed(Media('MZ1', ulaw_encode(f).tobytes()))
         await asyncio.sleep(pace)
 
 
-def make_call(stt=('hello',), llm=None, tts=None, echo=True, **settings):
+def make_call(stt=('hello',), llm=None, tts=None, echo=True, clock=None, **settings):
     tw = FakeTwilio(echo)
     kw = dict(idle_reprompt_s=60, idle_hangup_s=120) | settings
     call = Call(Start('MZ1', 'CA1'), Providers(EchoSTT(list(stt)), llm or CannedLLM(), tts or ToneTTS()), load_persona(),
-                tw.send, tw.hangup, CallSettings(**kw), fallback_audio={})
+                tw.send, tw.hangup, CallSettings(**kw), fallback_audio={}, clock=clock or FrameClock())
     tw.call = call
     return call, tw
 
@@ -122,6 +130,7 @@ async def start_reply(call, tw):
     greeting = len(tw.marks())
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(tw.marks()) > greeting)
+    await talk(call, silence(0.5), 0.001)  # the bot speaks, the caller listens
     return runner, tw.marks()[greeting:]
 
 
@@ -146,8 +155,19 @@ async def test_barge_in_clears_cancels_and_trims_history():
     await call.close('done'); await runner
 
 
+class StillWriting(ThreeSentences):
+    "Writes its first sentence, then keeps the model writing until cancelled."
+    async def reply(self, messages, usage=None):
+        try:
+            for w in 'One two three four.'.split(' '): yield w + ' '
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
 async def test_barge_in_while_thinking_cancels_the_model():
-    llm = ThreeSentences()
+    llm = StillWriting()
     call, tw = make_call(['tell me about art'], llm, echo=False)
     runner, marks = await start_reply(call, tw)
     call.feed(Mark('MZ1', marks[0]))
@@ -218,7 +238,7 @@ async def test_tts_down_plays_prerendered_fallback():
 
 
 async def test_idle_reprompt_then_goodbye_and_hangup():
-    call, tw = make_call([], idle_reprompt_s=0.3, idle_hangup_s=0.9)
+    call, tw = make_call([], idle_reprompt_s=0.3, idle_hangup_s=0.9, clock=Clock())
     await asyncio.wait_for(call.run(), 5)
     kinds = [t.kind for t in call.turns]
     assert kinds == ['greeting', 'reprompt', 'goodbye'], kinds
@@ -226,7 +246,7 @@ async def test_idle_reprompt_then_goodbye_and_hangup():
 
 
 async def test_max_call_length_says_goodbye():
-    call, tw = make_call([], max_call_s=0.3)
+    call, tw = make_call([], max_call_s=0.3, clock=Clock())
     await asyncio.wait_for(call.run(), 5)
     assert call.turns[-1].kind == 'goodbye' and call.record.end_reason == 'maximum call length' and tw.hung_up
 
