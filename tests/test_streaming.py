@@ -207,14 +207,14 @@ async def hotline(aiohttp_server):
 
 
 async def test_a_call_ends_turns_on_their_words_and_keeps_why(hotline):
-    stt = ScriptedStreamSTT(['tell me about your paintings', 'and what about'], ms_per_word=240)
+    stt = ScriptedStreamSTT(['tell me about your paintings.', 'and what about'], ms_per_word=240)  # it punctuates, as the realtime ear does
     fc, app, server = await hotline(stt)
     base = str(server.make_url('')).rstrip('/')
     script = [Step(pcm=np.r_[np.zeros(8000, np.int16), voiced(0.8)], pause_s=1.0), Step(pcm=voiced(0.5, 1), pause_s=2.5)]
     await simulate_call(base, script, auth_token=TOKEN, speed=0)
     call = app[FINISHED][-1]
     first, second = call.turns[1], call.turns[2]
-    assert first.end_reason.startswith('a complete sentence') and first.partial_text == first.caller_text == 'tell me about your paintings'
+    assert first.end_reason.startswith('a complete sentence') and first.partial_text == first.caller_text == 'tell me about your paintings.'
     assert first.stt == 'openai-realtime:gpt-realtime-whisper' and first.stt_final is not None
     assert second.end_reason.startswith('"about" wanted more') and second.endpoint - second.speech_end > 1.0
     assert fc.journal.count('stt') == 0  # no turn needed the whole-turn transcription
