@@ -45,11 +45,12 @@ docs: $(VENV)/.installed
 calibrate: $(VENV)/.installed
 	$(BIN)/artist-hotline calibrate ../shared/corpus --out out/calibration
 
-# The benchmarks (bench/results/*.json); latency and turns exit 1 when a goal is missed, and the next one runs anyway.
+# The benchmarks (bench/results/*.json); latency, turns and interruptions exit 1 when a goal is missed, and the next one runs anyway.
 bench: $(VENV)/.installed
 	$(BIN)/python bench/codec.py
 	-$(BIN)/python bench/latency.py --modes offline cloud oracle
 	-$(BIN)/python bench/turns.py --modes offline cloud oracle
+	-$(BIN)/python bench/interruptions.py --modes offline before --before 104f528
 	$(BIN)/python bench/capacity.py
 
 clean:

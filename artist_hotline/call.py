@@ -76,7 +76,9 @@ class Call:
         self._pending = b'' # inbound µ-law short of a whole frame
         self._early: Answer | None = None # an answer started in the caller's pause
         self._reply: Answer | None = None # what the bot is answering or saying
-        self._peeked: int | None = None # the utterance over the bot whose words were read early
+        self._peeking: Utterance | None = None # the utterance over the bot whose words are being read now
+        self._unreadable: Utterance | None = None # the one whose reading failed
+        self._read: tuple = (None, 0.) # the utterance whose words were last read, and from how much of its speech (ms)
         self._closing, self.ended = False, asyncio.Event()
 
     @property
@@ -404,15 +406,19 @@ def _over_bot(self: Call) -> None:
     "The caller speaks while the bot does: stop the bot if they interrupt it; read their words early, to tell."
     tt, s = self.turn_taker, self.settings.turn
     u = tt.utterance
-    if (why := over_bot(u.words, tt.speech_ms, s)): return self._barge_in(why)
-    if s.peek_ms and tt.speech_ms >= s.peek_ms and self._peeked != u.index:  # before `barge_in_ms`: is it "yeah", or "wait"?
-        self._peeked = u.index
-        self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u))
+    if s.peek_ms and tt.speech_ms >= s.peek_ms and self._peeking is not u and self._unreadable is not u:  # "yeah", or "wait"? read, and again
+        self._peeking = u
+        self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))
+    trusted = u.words and self._read[0] is u and self._read[1] >= s.trust_ms  # words, read from enough speech
+    if (why := over_bot(u.words, tt.speech_ms, s, reading=self._peeking is u and not trusted)): return self._barge_in(why)
 
 @patch
-def _peeked_words(self: Call, u: Utterance, read: asyncio.Task) -> None:
+def _peeked_words(self: Call, u: Utterance, speech_ms: float, read: asyncio.Task) -> None:
     "The words read early, to the turn-taker as the utterance's words so far (they may say that it interrupts)."
-    if not read.cancelled() and read.exception() is None and self.turn_taker is not None and self.turn_taker.utterance is u:
+    if self._peeking is u: self._peeking = None
+    if read.cancelled() or read.exception() is not None: self._unreadable = u  # no words will come: length alone decides
+    elif self.turn_taker is not None and self.turn_taker.utterance is u:
+        self._read = (u, speech_ms)
         self._heard(read.result().text)
 
 @patch

@@ -67,7 +67,9 @@ class TurnSettings(_Part):
     preroll_ms: int = Field(350, ge=0, le=2000) # audio kept from before the detected start (unvoiced onsets come first)
     barge_in_ms: int = Field(400, ge=20, le=5000) # caller speech over the bot that interrupts it, unless its words are a backchannel
     backchannel_ms: int = Field(1200, ge=20, le=10000) # a backchannel ("yeah", "okay") over the bot this long interrupts it all the same
-    peek_ms: int = Field(250, ge=0, le=5000) # caller speech over the bot after which its words so far are read at once (0: only at pauses)
+    peek_ms: int = Field(250, ge=0, le=5000) # caller speech over the bot after which its words so far are read, and read again as each reading ends (0: only at pauses)
+    trust_ms: int = Field(250, ge=0, le=5000) # words read from less caller speech over the bot than this may be a fragment ("thank" of "thank you"): the next reading decides
+    unread_ms: int = Field(900, ge=20, le=5000) # caller speech over the bot that interrupts it while its words are still being read (they are late)
     unheard_ms: int = Field(250, ge=0, le=2000) # a reply whose first audio left less than this before the caller spoke again was not heard: the turn goes on
 
     @model_validator(mode='after')

@@ -287,7 +287,7 @@ class TurnTaker:
 # %% ../nbs/02b_turns.ipynb #7346eb41
 BACKCHANNEL_WORDS = set("""yeah yes yep yup yah ya yea okay ok kay alright right sure cool nice great good wow oh ah aha ahh
 huh mhm mm mmm hmm hm um uh uhm er true totally exactly indeed absolutely definitely gotcha interesting really haha ha hah
-hahaha lol wonderful amazing lovely fine see""".split())
+hahaha lol wonderful amazing lovely fine see thank""".split())
 BACKCHANNEL_PHRASES = ('i see', 'got it', 'uh huh', 'uh-huh', 'mm hmm', 'mm-hmm', 'all right', "that's right", 'makes sense',
                        'fair enough', 'of course', 'i know', 'for sure', 'thank you', 'thanks')
 INTERRUPTING_WORDS = set("""wait stop no nope sorry excuse pardon hold hang actually what why how when where who which but hey
@@ -303,11 +303,13 @@ def backchannel(words: str, # what the caller said over the bot
 
 def over_bot(words: str, # the caller's words so far ('' when none have been heard)
              speech_ms: float, # how long the caller has spoken so far
-             settings: TurnSettings = TurnSettings(), # `barge_in_ms`, `backchannel_ms`
+             settings: TurnSettings = TurnSettings(), # `barge_in_ms`, `backchannel_ms`, `unread_ms`
+             reading: bool = False, # are better words being read (so length alone waits for them until `unread_ms`)?
             ) -> str | None:
     "Does the caller's speech over the bot interrupt it? Why, if it does (None: a backchannel or a noise, so far)."
     t, s = words.strip(), settings
     w = _WORD.findall(t.lower())
+    if reading: return f'{speech_ms:.0f} ms of speech over the bot, its words not read yet' if speech_ms >= s.unread_ms else None
     if (cue := next((x for x in w if x in INTERRUPTING_WORDS), None)): return f'"{cue}" over the bot'
     if t.endswith('?'): return f'a question over the bot ("{t}")'
     if w and backchannel(t): return f'a backchannel ("{t}") {speech_ms:.0f} ms long' if speech_ms >= s.backchannel_ms else None

@@ -9,8 +9,9 @@ import collections, json, sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / 'results'
-ORDER = ['offline', 'cloud', 'oracle', 'prototype']
-SHORT = {'offline': 'offline', 'cloud': 'cloud (Whisper ear)', 'oracle': 'oracle (upper bound)', 'prototype': "prototype's design"}
+ORDER = ['offline', 'cloud', 'oracle', 'prototype', 'before']
+SHORT = {'offline': 'offline', 'cloud': 'cloud (Whisper ear)', 'oracle': 'oracle (upper bound)', 'prototype': "prototype's design",
+         'before': 'offline, the code before (104f528)'}
 
 
 def ms(x) -> str:
@@ -68,6 +69,17 @@ def latency_table(rs: list[dict]) -> str:
                   'first token p50', 'first speech audio p50', 'first bot frame p50', 'goals missed'], rows)
 
 
+def interruptions_table(rs: list[dict]) -> str:
+    rows = []
+    for r in rs:
+        b, n, i = (r['summary'][k] for k in ('backchannel', 'noise', 'interruption'))
+        rows.append([SHORT[r['mode']], f"{b['stopped']} of {b['over_bot']}", f"{n['stopped']} of {n['over_bot']}", f"{i['stopped']} of {i['over_bot']}",
+                     f"{ms(i['stop_after_p50'])} / {ms(i['stop_after_max'])}", f"{i['answered']} of {i['over_bot']}",
+                     missed(r)])
+    return table(['mode', 'backchannels that stopped the bot', 'noises that stopped it', 'interruptions that stopped it',
+                  'stopped after the caller began, p50 / max', 'interruptions answered', 'goals missed'], rows)
+
+
 def render(paths: list[Path]) -> str:
     by = collections.defaultdict(list)
     for p in paths:
@@ -76,7 +88,7 @@ def render(paths: list[Path]) -> str:
     out = []
     for bench, rs in sorted(by.items()):
         rs.sort(key=lambda r: ORDER.index(r['mode']) if r['mode'] in ORDER else 99)
-        out.append(f'**{bench}.py**\n\n' + (turns_tables(rs) if bench == 'turns' else latency_table(rs)))
+        out.append(f'**{bench}.py**\n\n' + {'turns': turns_tables, 'latency': latency_table, 'interruptions': interruptions_table}[bench](rs))
         out.append('Measured ' + '; '.join(f"{SHORT[r['mode']]} {r['date'][:10]} at {r['code']['commit'][:8]}{' (with changes)' if r['code']['dirty'] else ''}, "
                                             f"load {r['load_avg'][0]:.1f} on {r['cores']} cores" for r in rs) + '.')
     return '\n\n'.join(out)
@@ -84,4 +96,4 @@ def render(paths: list[Path]) -> str:
 
 if __name__ == '__main__':
     files = [Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob('*.json'))
-    print(render([f for f in files if f.name.split('-')[0] in ('turns', 'latency')]))
+    print(render([f for f in files if f.name.split('-')[0] in ('turns', 'latency', 'interruptions')]))
