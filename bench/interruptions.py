@@ -90,14 +90,13 @@ def judge(case: dict, sim, record: dict | None) -> dict:
     t = sim.turns[1]
     events = [(e.get('kind'), e.get('detail') or {}) for e in (record or {}).get('events', [])]
     replies = [x for x in (record or {}).get('turns', []) if x.get('kind') == 'reply']
-    row = dict(group=case['group'], case=case['name'], over_bot=t.barge_in, sid=sim.call_sid,
+    return dict(group=case['group'], case=case['name'], over_bot=t.barge_in, sid=sim.call_sid,
                caller_start_s=t.caller_start_s, caller_stop_s=t.caller_stop_s,
                stopped=t.clear_s is not None, stop_after_s=t.clear_s, first_reply_dropped_s=sim.turns[0].bot_dropped_s,
                answered=t.bot_start_s is not None, replies=len(replies),
                decisions=[dict(kind=k, **{a: d.get(a) for a in ('why', 'words', 'ms') if d.get(a) is not None})
                           for k, d in events if k in ('backchannel', 'barge_in')],
                heard_offline=case.get('heard_offline'), window=envelopes(sim, t.caller_start_s - 1.))
-    return row
 
 
 def envelopes(sim, start_s: float, seconds: float = 4., frame_s: float = 0.02) -> dict:
