@@ -29,7 +29,7 @@ async def summary(call: Call, # a call that is over
     from artist_hotline.store import plain_summary
     plain, llm = plain_summary(call.turns), call.providers.llm
     if not plain or llm.name == 'scripted': return plain
-    talk = '\n'.join(f"{m['role']}: {m['content']}" for m in call.memory.history)
+    talk = '\n'.join(f"{m['role']}: {m['content']}" for m in call.bot.memory.history)
     ask = [{'role': 'system', 'content': SUMMARY_PROMPT}, {'role': 'user', 'content': talk[-6000:]}]
     async def run(): return ''.join([t async for t in llm.reply(ask)]).strip()
     try: return (await asyncio.wait_for(run(), 15))[:max_chars] or plain
@@ -42,7 +42,7 @@ async def insights(call: Call, # a call that is over
     "The call's sentiment, topics and follow-ups (`insights.call_insights`)."
     from artist_hotline.insights import call_insights
     said = [t.caller_text for t in call.turns if t.caller_text and t.outcome != 'junk']
-    return await call_insights(call.providers.llm, call.memory.history, said)
+    return await call_insights(call.providers.llm, call.bot.memory.history, said)
 
 # %% ../nbs/07b_after_call.ipynb #91e0d795
 async def wind_up(call: Call, # the call

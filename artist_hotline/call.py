@@ -5,44 +5,37 @@
 # %% ../nbs/07_call.ipynb #ab7dd1f1
 from __future__ import annotations
 import asyncio, logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Awaitable, Callable
 
-import numpy as np
 from fastcore.basics import patch
 
+from .answers import Answer, Bot
 from .audio import FRAME_SAMPLES, ulaw_decode
-from .junk import junk_reason
 from .persona import Memory, Persona
-from .playout import CallRecorder, Clock, Playout
-from .providers import ProviderError, Providers, Tasks, retried
+from .playout import CallRecorder, Clock
+from .providers import ProviderError, Providers, Tasks
 from .records import CallRecord, CallSink, TurnRecord
 from .settings import CallSettings
-from .transcription import Heard, TranscriptionSession, same_words
+from .transcription import Heard, TranscriptionSession
 from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, over_bot
 from .twilio import Dtmf, Mark, Media, Start, Stop
-from .voice import SpokenReply, VoiceSession, once
+from .voice import VoiceSession
 
 # %% auto #0
-__all__ = ['log', 'Answer', 'Call']
+__all__ = ['log', 'Peek', 'Call']
 
 # %% ../nbs/07_call.ipynb #832cc972
 log = logging.getLogger('artist_hotline.call')
 
 @dataclass(eq=False)
-class Answer:
-    "The bot's reply to one utterance (or a line it says): it speaks and counts only once the caller's turn is over."
-    rec: TurnRecord # the turn's record
-    task: asyncio.Task | None = None # the work: the words, the model, the voice
-    over: asyncio.Event = field(default_factory=asyncio.Event) # the caller's turn has ended
-    counted: bool = False # the caller's words are in the memory and the store
-    dropped: str = '' # why it was dropped before its turn was over
-
-    @property
-    def running(self) -> bool:
-        "Is its task still at work?"
-        return self.task is not None and not self.task.done()
+class Peek:
+    "Reading the caller's words over the bot, to tell a backchannel from an interruption."
+    now: Utterance | None = None # the utterance being read
+    failed: Utterance | None = None # one whose reading failed: its length alone decides
+    last: Utterance | None = None # the utterance last read...
+    last_ms: float = 0. # ...and from how much of its speech (ms)
 
 class Call:
     "One phone conversation, from Twilio's `start` to the end."
@@ -68,17 +61,13 @@ class Call:
         self.turn_taker = TurnTaker(s.turn, self.record.number)
         self.ear = TranscriptionSession(providers.stt, providers.stream_stt, self._heard, self.record.event, self.clock,
                                         s.stt_timeout_s, s.stt_final_timeout_s)
-        self.voice = VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio)
-        self.playout = Playout(start.stream_sid, send, self.clock, s.media_ms, CallRecorder() if record else None,
-                               closed=lambda why: self._tasks.spawn(self.close(why)), sent=self._sent)
-        self.memory = Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary)
         self._tasks = Tasks(f'call {start.call_sid}')
+        self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
+                       providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
+                       send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)))
         self._pending = b'' # inbound µ-law short of a whole frame
         self._early: Answer | None = None # an answer started in the caller's pause
-        self._reply: Answer | None = None # what the bot is answering or saying
-        self._peeking: Utterance | None = None # the utterance over the bot whose words are being read now
-        self._unreadable: Utterance | None = None # the one whose reading failed
-        self._read: tuple = (None, 0.) # the utterance whose words were last read, and from how much of its speech (ms)
+        self._peek = Peek()
         self._closing, self.ended = False, asyncio.Event()
 
     @property
@@ -95,12 +84,7 @@ class Call:
         return self.record.events
 
     @property
-    def recorder(self) -> CallRecorder | None: return self.playout.recorder
-
-    @property
-    def bot_busy(self) -> bool:
-        "Is the bot thinking or speaking?"
-        return (self._reply is not None and self._reply.running) or self.playout.busy
+    def recorder(self) -> CallRecorder | None: return self.bot.playout.recorder
 
     def feed(self, msg) -> None:
         "Handle one inbound Twilio message (called by the socket's reader; never blocks)."
@@ -110,7 +94,7 @@ class Call:
             while len(self._pending) >= FRAME_SAMPLES:
                 frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
                 self._frame(frame)
-        elif isinstance(msg, Mark): self._played(msg.name)
+        elif isinstance(msg, Mark): self.bot.played(msg.name)
         elif isinstance(msg, Dtmf): self.record.key(msg.digit)
         elif isinstance(msg, Stop): self._tasks.spawn(self.close('caller hung up'))
 
@@ -120,62 +104,43 @@ class Call:
         self.ear.send(ulaw)
         tt = self.turn_taker
         self._act(tt.push(ulaw_decode(ulaw), self.clock(), self.ear.hearing))
-        if tt.speaking and self.bot_busy: self._over_bot()
+        if tt.speaking and self.bot.busy: self._over_bot()
 
     def _heard(self, words: str) -> None:
         "The ear's words for the turn under way, to the turn-taker."
         if (tt := self.turn_taker) is None: return
         self._act(tt.heard(words, self.clock(), self.ear.punctuates))
-        if tt.speaking and self.bot_busy: self._over_bot()
-
-    def _sent(self, rec: TurnRecord, at: float, seconds: float) -> None:
-        "The playout sent some of a turn's audio."
-        if rec.first_sent is None: rec.first_sent = at
-        rec.last_sent, rec.audio_out_s = at, rec.audio_out_s + seconds
+        if tt.speaking and self.bot.busy: self._over_bot()
 
 # %% ../nbs/07_call.ipynb #a57dd24d
 @patch
 async def run(self: Call) -> None:
     "Greet, watch the silence and the clock, and end the call."
-    s, tt = self.settings, self.turn_taker
-    self._tasks.spawn(self.playout.run())
-    self.ear.start(); self.voice.start()
+    s, tt, bot = self.settings, self.turn_taker, self.bot
+    bot.start(); self.ear.start()
     reprompted = -1.  # when the caller was last asked if they are there
     try:
-        if self.notice: await self._line('notice', self.notice)
-        if (greeting := self.memory.greeting()): await self._line('greeting', greeting)
+        if self.notice: await bot.line('notice', self.notice)
+        if (greeting := bot.memory.greeting()): await bot.line('greeting', greeting)
         while not self.ended.is_set():
             await asyncio.sleep(0.1)
             now = self.clock()
             if now >= s.max_call_s: return await self.end('maximum call length')
-            if self.bot_busy or tt.speaking: continue
+            if bot.busy or tt.speaking: continue
             if now - tt.spoke_at >= s.idle_hangup_s: return await self.end('caller silent')
-            if now - max(tt.spoke_at, self.playout.played_at) >= s.idle_reprompt_s and reprompted < tt.spoke_at:
+            if now - max(tt.spoke_at, bot.playout.played_at) >= s.idle_reprompt_s and reprompted < tt.spoke_at:
                 reprompted = now
                 self.record.event('reprompt')
-                await self._line('reprompt', self.memory.persona.reprompt)
+                await bot.line('reprompt', bot.memory.persona.reprompt)
     finally:
         await self.close(self.record.end_reason or 'ended')
-
-@patch
-async def _line(self: Call, kind: str, text: str, wait: bool = False) -> TurnRecord:
-    "Say a fixed line; with `wait`, until it has played."
-    ans = Answer(self.record.new_turn(kind=kind))
-    ans.over.set()
-    ans.task, self._reply = self._tasks.spawn(self._speak(ans, once(text))), ans
-    if wait:
-        try: await asyncio.wait_for(ans.task, self.settings.tts_timeout_s * 2)
-        except (asyncio.TimeoutError, asyncio.CancelledError): pass
-        deadline = self.clock() + ans.rec.audio_out_s + self.settings.goodbye_wait_s
-        while self.playout.holds(ans.rec) and self.clock() < deadline: await asyncio.sleep(0.05)
-    return ans.rec
 
 @patch
 async def end(self: Call, why: str) -> None:
     "Say goodbye, wait for it to play, and hang up (the call is then closed by its socket or by `close`)."
     self.record.end_reason = why
-    if self._reply is not None and self._reply.running: self._reply.task.cancel()
-    await self._line('goodbye', self.memory.persona.goodbye, wait=True)
+    if (r := self.bot.reply) is not None and r.running: r.task.cancel()
+    await self.bot.line('goodbye', self.bot.memory.persona.goodbye, wait=True)
     if self._hangup is not None:
         try: await self._hangup()
         except Exception as e: log.warning('hang-up failed: %s', e)
@@ -188,8 +153,7 @@ async def close(self: Call, reason: str = 'ended') -> None:
     self.record.end_reason = self.record.end_reason or reason
     self._tasks.cancel()
     await asyncio.sleep(0)  # let cancelled replies record themselves
-    self._close_open_replies()
-    await asyncio.gather(self.ear.close(), self.voice.close())
+    await asyncio.gather(self.ear.close(), self.bot.close())
     self.ended.set()
     await self.record.flush()
     log.info('call %s ended: %s', self.sid, self.record.end_reason)
@@ -197,105 +161,21 @@ async def close(self: Call, reason: str = 'ended') -> None:
 @patch
 def release(self: Call) -> CallRecorder | None:
     "Let go of the call's audio (recording, recent frames); return the recorder. A finished call keeps only its records."
-    recorder, self.playout.recorder, self.turn_taker = self.recorder, None, None
+    recorder, self.bot.playout.recorder, self.turn_taker = self.recorder, None, None
     return recorder
-
-# %% ../nbs/07_call.ipynb #db60cf72
-@patch
-async def _speak(self: Call, ans: Answer, text: AsyncIterator[str]) -> None:
-    "Say what `text` yields as it is written, or a fallback line if a provider fails."
-    rec, reply = ans.rec, self.voice.reply(text)
-    try:
-        await self._play(ans, reply)
-        rec.outcome = 'replied'
-    except ProviderError as e:
-        rec.error = str(e)
-        await self._fallback(ans)
-    finally: rec.reply_text, rec.chars_out, rec.first_sentence = reply.text, len(reply.text), reply.first_piece
-    self._maybe_finish(rec)
-
-@patch
-async def _play(self: Call, ans: Answer, reply: SpokenReply) -> None:
-    "Hand a reply's speech to the playout as it is made (once the turn counts), with its marks."
-    rec, po = ans.rec, self.playout
-    try:
-        async for sp in reply:
-            if rec.first_audio is None:
-                rec.first_audio = self.clock()
-                await self._admit(ans)
-            po.speech(rec, sp)
-    finally: rec.tts = reply.engine
-
-@patch
-async def _admit(self: Call, ans: Answer) -> None:
-    "Wait until the caller's turn is over; then it counts: remembered and recorded, once."
-    await ans.over.wait()
-    rec = ans.rec
-    if rec.caller_text and rec.transcript is not None and not ans.counted:
-        ans.counted = True
-        self._close_open_replies()
-        self.memory.add_user(rec.caller_text)
-        self.record.turn(rec, final=False)
-
-@patch
-async def _thoughts(self: Call, rec: TurnRecord, messages: list[dict]) -> AsyncIterator[str]:
-    "The model's reply to `messages`, as it is written (started again once if it fails before its first word)."
-    s, usage = self.settings, {}
-    try:
-        async for tok in retried(lambda: self.providers.llm.reply(messages, usage), s.llm_timeout_s, s.llm_gap_timeout_s, 'llm', self.record.event):
-            if rec.first_token is None: rec.first_token = self.clock()
-            yield tok
-    finally: rec.prompt_tokens, rec.completion_tokens = usage.get('prompt_tokens', 0), usage.get('completion_tokens', 0)
-
-@patch
-async def _fallback(self: Call, ans: Answer) -> None:
-    "Say one of the persona's fallback lines after a provider failure."
-    rec = ans.rec
-    rec.outcome = 'fallback'
-    self.record.event('fallback', turn=rec.index, error=rec.error[:300])
-    try: await self._play(ans, self.voice.fallback())
-    except ProviderError as e: log.error('fallback line could not be spoken either: %s', e)
-
-@patch
-def _played(self: Call, name: str) -> None:
-    "Twilio echoed a mark: that piece was heard, unless it had been cleared."
-    if (piece := self.playout.played(name)) is None: return
-    rec = piece.turn
-    rec.heard_text = f'{rec.heard_text} {piece.text}'.strip()
-    self._maybe_finish(rec)
-
-@patch
-def _maybe_finish(self: Call, rec: TurnRecord) -> None:
-    "Finish a reply once it is complete and all of it has played."
-    if rec.outcome == 'pending' or self.playout.holds(rec): return
-    rec.played = self.clock()
-    self._finish(rec)
-
-@patch
-def _finish(self: Call, rec: TurnRecord) -> None:
-    "A reply is over: remember what the caller heard, and record the turn."
-    if self.record.has(rec): return
-    if rec.kind == 'greeting' and rec.interrupted: self.memory.cut_off(rec.heard_text)  # the memory holds the greeting already
-    elif rec.kind in ('reply', 'reprompt'): self.memory.add_assistant(rec.heard_text, interrupted=rec.interrupted)
-    self.playout.forget(rec)
-    self.record.turn(rec)
-
-@patch
-def _close_open_replies(self: Call) -> None:
-    "Finish replies still waiting for marks before a new turn counts."
-    for rec in self.playout.waiting(): self._finish(rec)
 
 # %% ../nbs/07_call.ipynb #e6aca6f8
 @patch
 def _act(self: Call, events: list) -> None:
     "Act on the turn-taker's events."
+    tt, bot = self.turn_taker, self.bot
     for ev in events:
-        if type(ev) is CallerStarted: self.ear.begin(self._rejoin() if self._unheard(ev.utterance) else ev.pcm)
+        if type(ev) is CallerStarted: self.ear.begin(tt.rejoin() if bot.take_back(ev.utterance.start, tt.rejoinable) else ev.pcm)
         elif type(ev) is CallerStopped: self.ear.pause()
         elif type(ev) is JudgeVoice and self.providers.voice_model is not None: self._tasks.spawn(self._judge(ev))
-        elif type(ev) is CallerPaused and not self.bot_busy:
-            self._early = self._answer(ev.utterance, Heard(ev.words, self.ear.stream_name, self.clock()) if ev.words else self.ear.read(ev.pcm))
-        elif type(ev) is CallerResumed and self._early is not None: self._drop(self._early, 'the caller went on'); self._early = None
+        elif type(ev) is CallerPaused and not bot.busy:
+            self._early = bot.answer(ev.utterance, Heard(ev.words, self.ear.stream_name, self.clock()) if ev.words else self.ear.read(ev.pcm))
+        elif type(ev) is CallerResumed and self._early is not None: bot.drop(self._early, 'the caller went on'); self._early = None
         elif type(ev) is TurnOver: self._turn_over(ev)
 
 @patch
@@ -307,128 +187,37 @@ async def _judge(self: Call, ev: JudgeVoice) -> None:
 @patch
 def _turn_over(self: Call, ev: TurnOver) -> None:
     "The caller's turn has ended: release its answer (started in the pause, or now), or ignore a backchannel."
-    u, early, self._early = ev.utterance, self._early, None
-    if self.bot_busy:
-        if early is not None: self._drop(early, 'the bot was talking')
+    u, early, self._early, bot = ev.utterance, self._early, None, self.bot
+    if bot.busy:
+        if early is not None: bot.drop(early, 'the bot was talking'); early = None
         if not (why := over_bot(u.words, 0, self.settings.turn)):  # a backchannel, a cough: the bot goes on
             self.ear.drop()
             self.record.event('backchannel', turn=u.index, words=u.words[:300], ms=round(u.voiced_ms))
             return self.record.turn(self.record.new_turn(u.index, outcome='ignored').took(u))
-        self._barge_in(why)  # "wait", "no", a question: the bot stops, and the words are answered
+        bot.barge_in(why)  # "wait", "no", a question: the bot stops, and the words are answered
     final = self.ear.finish(ev.pcm)  # the streamed final transcript's task (None: the ear did not hear the turn to its end)
-    if final is None: ans = early or self._answer(u, self.ear.read(ev.pcm))
-    else: ans = early or self._answer(u, Heard(u.words, self.ear.stream_name, u.words_at) if u.words else final)
-    ans.rec.took(u)
-    self._reply = ans
-    if final is not None and u.words: self._tasks.spawn(self._confirm(ans, u, final))
-    else: ans.over.set()  # it may speak now
-
-@patch
-def _answer(self: Call, u: Utterance, words: Heard | asyncio.Task) -> Answer:
-    "Start answering an utterance on its words (or on the task that will give them); it speaks once its turn is over."
-    ans = Answer(self.record.new_turn(u.index, speech_start=u.start, llm=self.providers.llm.name))
-    if isinstance(words, Heard): ans.rec.caller_text = words.text.strip()
-    ans.task = self._tasks.spawn(self._answering(ans, words))
-    return ans
-
-@patch
-def _drop(self: Call, ans: Answer, why: str) -> None:
-    "Cancel an answer before its turn is over: its record is dropped, what it cost is an event."
-    ans.dropped = why
-    ans.task.cancel()
-
-@patch
-def _unheard(self: Call, u: Utterance) -> bool:
-    "Did the caller start speaking again before any of the answer to their last turn reached them?"
-    a, tt = self._reply, self.turn_taker
-    if a is None or a.rec.kind != 'reply' or a.rec.index != tt.rejoinable or self.record.has(a.rec) or a.rec.heard_text: return False
-    return a.rec.first_sent is None or u.start < a.rec.first_sent + self.settings.turn.unheard_ms / 1000
-
-@patch
-def _rejoin(self: Call) -> np.ndarray:
-    "The caller went on before hearing the answer: it is dropped, unheard and unremembered, and their turn goes on whole; its audio."
-    ans, self._reply = self._reply, None
-    ans.over.clear()  # the turn was not over after all
-    if ans.counted: self.memory.retract(ans.rec.caller_text)
-    if self.playout.holds(ans.rec) or ans.rec.first_sent is not None: self.playout.clear()
-    if ans.running: self._drop(ans, 'the caller went on before hearing it')
-    else: self.record.event('answer_dropped', turn=ans.rec.index, why='the caller went on before hearing it', words=ans.rec.caller_text[:300],
-                            reply_chars=len(ans.rec.reply_text))
-    return self.turn_taker.rejoin()
-
-@patch
-async def _answering(self: Call, ans: Answer, words: Heard | asyncio.Task) -> None:
-    "The work of one answer: its words, then the reply (or a fallback line)."
-    rec = ans.rec
-    try:
-        try: heard = words if isinstance(words, Heard) else await asyncio.shield(words)
-        except ProviderError as e:
-            rec.error = str(e)
-            return await self._fallback(ans)
-        rec.transcript, rec.caller_text, rec.chars_in, rec.stt = self.clock(), heard.text.strip(), len(heard.text.strip()), heard.by
-        if heard.final: rec.stt_final = heard.at
-        if (why := junk_reason(heard.text)):
-            await ans.over.wait()
-            rec.outcome, rec.error = 'junk', why
-            return self.record.turn(rec)
-        await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}]))
-        await self._admit(ans)
-    except asyncio.CancelledError:
-        if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered
-            if rec.transcript is not None:  # it went as far as the model
-                self.record.event('answer_dropped', turn=rec.index, why=ans.dropped, words=rec.caller_text[:300], reply_chars=len(rec.reply_text))
-            raise
-        if rec.outcome == 'pending': rec.outcome = 'cancelled'
-        self._finish(rec)
-        raise
-
-@patch
-async def _confirm(self: Call, ans: Answer, u: Utterance, final: asyncio.Task) -> None:
-    "An answer started on the streamed words speaks once the final transcript agrees; otherwise the final is answered."
-    try: heard = await asyncio.shield(final)
-    except ProviderError: heard = None  # neither a final nor a transcription: the words heard will do
-    if not ans.running or self._reply is not ans: return  # barged in on, or the call is closing
-    rec = ans.rec
-    if heard is not None and not same_words(heard.text, rec.caller_text):
-        self.record.event('words_changed', turn=rec.index, heard=rec.caller_text[:300], final=heard.text[:300])
-        self._drop(ans, 'the final transcript said other words')
-        self._reply = again = self._answer(u, heard)
-        again.rec.took(u)
-        return again.over.set()
-    if heard is not None:  # the final's spelling is what is remembered
-        rec.caller_text, rec.chars_in = heard.text.strip(), len(heard.text.strip())
-        if heard.final: rec.stt_final = heard.at
-    ans.over.set()
+    if final is None: ans = early or bot.answer(u, self.ear.read(ev.pcm))
+    else: ans = early or bot.answer(u, Heard(u.words, self.ear.stream_name, u.words_at) if u.words else final)
+    bot.release(ans, u, final if final is not None and u.words else None)
 
 # %% ../nbs/07_call.ipynb #83a70cfb
 @patch
 def _over_bot(self: Call) -> None:
     "The caller speaks while the bot does: stop the bot if they interrupt it; read their words early, to tell."
-    tt, s = self.turn_taker, self.settings.turn
+    tt, s, p = self.turn_taker, self.settings.turn, self._peek
     u = tt.utterance
-    if s.peek_ms and tt.speech_ms >= s.peek_ms and self._peeking is not u and self._unreadable is not u:  # "yeah", or "wait"? read, and again
-        self._peeking = u
+    if s.peek_ms and tt.speech_ms >= s.peek_ms and p.now is not u and p.failed is not u:  # "yeah", or "wait"? read, and again
+        p.now = u
         self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))
-    trusted = u.words and self._read[0] is u and self._read[1] >= s.trust_ms  # words, read from enough speech
-    if (why := over_bot(u.words, tt.speech_ms, s, reading=self._peeking is u and not trusted)): return self._barge_in(why)
+    trusted = u.words and p.last is u and p.last_ms >= s.trust_ms  # words, read from enough speech
+    if (why := over_bot(u.words, tt.speech_ms, s, reading=p.now is u and not trusted)): self.bot.barge_in(why)
 
 @patch
 def _peeked_words(self: Call, u: Utterance, speech_ms: float, read: asyncio.Task) -> None:
     "The words read early, to the turn-taker as the utterance's words so far (they may say that it interrupts)."
-    if self._peeking is u: self._peeking = None
-    if read.cancelled() or read.exception() is not None: self._unreadable = u  # no words will come: length alone decides
+    p = self._peek
+    if p.now is u: p.now = None
+    if read.cancelled() or read.exception() is not None: p.failed = u  # no words will come: length alone decides
     elif self.turn_taker is not None and self.turn_taker.utterance is u:
-        self._read = (u, speech_ms)
+        p.last, p.last_ms = u, speech_ms
         self._heard(read.result().text)
-
-@patch
-def _barge_in(self: Call, why: str) -> None:
-    "The caller talks over the bot: stop it, and remember only what was heard."
-    cut = self.playout.clear()
-    if self._reply is not None and self._reply.running:
-        self._reply.task.cancel()
-        if not any(r is self._reply.rec for r in cut): cut.append(self._reply.rec)
-    for rec in cut:
-        rec.interrupted, rec.outcome = True, 'barge_in'
-        self._finish(rec)
-    self.record.event('barge_in', why=why, turns=[r.index for r in cut], heard=' | '.join(r.heard_text for r in cut)[:300])

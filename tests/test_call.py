@@ -70,7 +70,7 @@ async def test_two_turns_two_replies_and_memory():
     second = llm.prompts[1]
     assert [m['role'] for m in second] == ['system', 'assistant', 'user', 'assistant', 'user']
     assert second[2]['content'] == 'hello who is this' and second[3]['content'] == 'I paint with sound. What do you make?'
-    assert sum(m['content'] == call.memory.persona.greeting for m in second) == 1
+    assert sum(m['content'] == call.bot.memory.persona.greeting for m in second) == 1
     t = call.turns[1]
     assert t.speech_start <= t.speech_end <= t.endpoint <= t.first_sent  # the answer began during the caller's pause,
     assert t.speech_end <= t.transcript <= t.first_token <= t.first_sentence <= t.first_audio <= t.first_sent <= t.last_sent
@@ -95,7 +95,7 @@ async def test_answer_started_in_a_pause_is_dropped_when_the_caller_goes_on():
     assert len(llm.prompts) == 2  # the premature answer got as far as the model...
     assert llm.prompts[0][-1]['content'] != reply.caller_text  # ...for the first part only,
     assert float(reply.caller_text.split()[0]) >= 1.4  # and the turn is the whole utterance
-    assert [m['content'] for m in call.memory.history if m['role'] == 'user'] == [reply.caller_text]
+    assert [m['content'] for m in call.bot.memory.history if m['role'] == 'user'] == [reply.caller_text]
     assert [t.kind for t in call.turns] == ['greeting', 'reply'] and reply.heard_text == 'Right.'
 
 
@@ -125,7 +125,7 @@ class ThreeSentences(LanguageModel):
 async def start_reply(call, tw):
     "Greeting played, then one caller turn whose reply is being spoken with no marks echoed."
     runner = asyncio.create_task(call.run())
-    await until(lambda: call._reply is not None and not call._reply.running)
+    await until(lambda: call.bot.reply is not None and not call.bot.reply.running)
     for name in tw.marks(): call.feed(Mark('MZ1', name))
     greeting = len(tw.marks())
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
@@ -138,7 +138,7 @@ async def test_barge_in_clears_cancels_and_trims_history():
     llm = ThreeSentences()
     call, tw = make_call(['tell me about art'], llm, echo=False)
     runner, marks = await start_reply(call, tw)
-    await until(lambda: not call._reply.running)  # all three sentences are buffered at Twilio
+    await until(lambda: not call.bot.reply.running)  # all three sentences are buffered at Twilio
     call.feed(Mark('MZ1', marks[0]))  # the first sentence of the reply played
     await talk(call, voiced(0.6, 2), 0.001)  # the caller talks over the rest
     await until(lambda: 'clear' in tw.events())
@@ -146,7 +146,7 @@ async def test_barge_in_clears_cancels_and_trims_history():
     await asyncio.sleep(0.05)
     reply = next(t for t in call.turns if t.kind == 'reply')
     assert reply.interrupted and reply.outcome == 'barge_in' and reply.heard_text == 'One two three four.'
-    assert call.memory.history[-1] == {'role': 'assistant', 'content': 'One two three four.—'}
+    assert call.bot.memory.history[-1] == {'role': 'assistant', 'content': 'One two three four.—'}
     assert any(k == 'barge_in' for _, k, _ in call.events)
     assert tw.events().count('clear') == 1
     n_before = len(tw.sent)
@@ -174,7 +174,7 @@ async def test_barge_in_while_thinking_cancels_the_model():
     await talk(call, voiced(0.6, 2), 0.001)  # the model is still writing
     await until(lambda: any(k == 'barge_in' for _, k, _ in call.events))
     assert llm.cancelled and 'clear' not in tw.events()  # nothing unplayed was buffered
-    assert call.memory.history[-1]['content'] == 'One two three four.—'
+    assert call.bot.memory.history[-1]['content'] == 'One two three four.—'
     await call.close('done'); await runner
 
 
@@ -208,7 +208,7 @@ async def test_provider_failure_gives_fallback_then_recovers(how):
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 2)
     assert call.turns[1].outcome == 'fallback' and llm.calls == 2  # retried once before falling back
-    assert call.turns[1].heard_text in call.memory.persona.fallback_lines
+    assert call.turns[1].heard_text in call.bot.memory.persona.fallback_lines
     await talk(call, np.r_[voiced(0.6, 1), silence(0.7)], 0.001)
     await until(lambda: len(call.turns) == 3)
     assert call.turns[2].outcome == 'replied' and call.turns[2].heard_text == 'Back again.'

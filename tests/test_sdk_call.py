@@ -47,7 +47,7 @@ async def test_two_turns_memory_through_the_sdks(cloud_call):
     second = chats[1]['messages']
     assert [m['role'] for m in second] == ['system', 'assistant', 'user', 'assistant', 'user']
     assert second[2]['content'] == 'tell me about your paintings' and second[3]['content'] == call.turns[1].heard_text
-    assert sum(m['content'] == call.memory.persona.greeting for m in second) == 1
+    assert sum(m['content'] == call.bot.memory.persona.greeting for m in second) == 1
     tts = fc.journal['tts_ws' if cloud_call.ws else 'tts']
     assert {t['output_format'] for t in tts} == {'ulaw_8000'} and {t['voice_id'] for t in tts} == {'voice-1'}
     if cloud_call.ws: assert len(tts) >= 2 and all(t['text'].strip() for t in tts)  # a context per reply
@@ -107,7 +107,7 @@ async def test_provider_failure_gives_fallback_and_next_turn_works(cloud_call, f
     call = app[FINISHED][-1]
     failed, ok = call.turns[1], call.turns[2]
     assert failed.outcome == 'fallback' and failed.error, failed
-    assert any(failed.heard_text.endswith(line) for line in call.memory.persona.fallback_lines), failed.heard_text
+    assert any(failed.heard_text.endswith(line) for line in call.bot.memory.persona.fallback_lines), failed.heard_text
     assert ok.outcome == 'replied' and ok.heard_text
     assert all(h is not None for h in heard)  # the caller heard something after each turn
     kinds = [k for _, k, _ in call.events]

@@ -308,7 +308,7 @@ async def test_finished_calls_keep_no_audio(hotline):
     await stream.wait_reply(0, 10, 0.3, 20)
     await stream.stop(); await asyncio.sleep(0.5)
     (call,) = app[FINISHED]
-    assert call.recorder is None and call.turn_taker is None and call.playout.recorder is None
+    assert call.recorder is None and call.turn_taker is None and call.bot.playout.recorder is None
     assert list((Path(app[SETTINGS].recordings_dir)).glob('*.wav'))  # the audio went to its file
 
 
