@@ -172,10 +172,10 @@ class BenchSink(CallSink):
         self.inner, self.turns, self.events = inner, {}, []  # id(rec) -> (call t0, rec); (call t0, kind)
     async def start_call(self, sid, caller='', persona='', **kw): await self.inner.start_call(sid, caller, persona, **kw)
     async def turn(self, call, rec):
-        self.turns[id(rec)] = (call.clock.t0, rec)
+        self.turns[id(rec)] = (call.now.t0, rec)
         await self.inner.turn(call, rec)
     async def event(self, call, kind, detail):
-        self.events.append((call.clock.t0, kind))
+        self.events.append((call.now.t0, kind))
         await self.inner.event(call, kind, detail)
     async def end_call(self, sid, **kw): await self.inner.end_call(sid, **kw)
     async def close_call(self, sid, outcome='completed'): await self.inner.close_call(sid, outcome)
