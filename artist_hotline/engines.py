@@ -38,7 +38,8 @@ def make_providers(settings: Settings, # the server's settings
     if 'openai' in (stt_kind, llm_kind) or tts_kind in ('openai', 'elevenlabs'): from artist_hotline import cloud, realtime, voicesocket, wire
     http = s.provider_client == 'http'
     stt = {'openai': lambda: (wire.HttpOpenAISTT if http else cloud.OpenAISTT)(model=s.stt_model, **openai_kw),
-           'whisper': lambda: neural.WhisperSTT(model=s.whisper_model, threads=s.whisper_threads),
+           'whisper': lambda: neural.WhisperSTT(model=s.whisper_model, threads=s.whisper_threads, workers=s.whisper_workers,
+                                                  calls_per_core=s.whisper_calls_per_core),
            'pocketsphinx': lambda: offline.SphinxSTT()}[stt_kind]()
     stream = {'openai': lambda: (realtime.HttpOpenAIRealtimeSTT if http else realtime.OpenAIRealtimeSTT)(
                   model=s.stt_stream_model, delay=None if s.stt_stream_delay == 'default' else s.stt_stream_delay, **openai_kw),

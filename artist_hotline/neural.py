@@ -4,8 +4,8 @@
 
 # %% ../nbs/05f_neural.ipynb #9bba5e59
 from __future__ import annotations
-import asyncio, collections, hashlib, importlib.metadata, importlib.util, os, re, threading
-from concurrent.futures import ThreadPoolExecutor
+import asyncio, collections, hashlib, heapq, importlib.metadata, importlib.util, itertools, os, re, threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
@@ -17,8 +17,8 @@ from .offline import SENTENCE_END
 from .providers import ProviderError, SpeechToText, StreamingSpeechToText, TextToSpeech, TranscriptStream
 
 # %% auto #0
-__all__ = ['WHISPER_TINY_EN', 'PIPER_JOE', 'WHISPER_RATE', 'QUIET_RMS', 'Bundle', 'neural_engines', 'repeats', 'WhisperSTT',
-           'piper_voice', 'piper_synth', 'PiperTTS']
+__all__ = ['WHISPER_TINY_EN', 'PIPER_JOE', 'WHISPER_RATE', 'QUIET_RMS', 'Bundle', 'neural_engines', 'Readings', 'repeats',
+           'WhisperSTT', 'piper_voice', 'piper_synth', 'PiperTTS']
 
 # %% ../nbs/05f_neural.ipynb #43f8a406
 _CHECKED: set[tuple] = set()  # (file, size, mtime, digest) found right in this process
@@ -84,6 +84,43 @@ def neural_engines() -> dict[str, bool]:
     return {'whisper': has('faster_whisper') and WHISPER_TINY_EN.path() is not None,
             'piper': has('piper') and PIPER_JOE.path() is not None}
 
+# %% ../nbs/05f_neural.ipynb #b1a2c3d4
+class Readings:
+    "Whisper's decodes for every call, by `workers` threads: the urgent first (a reading the end of a turn waits for), then in order."
+    def __init__(self, workers: int = 1, # decodes at once
+                 name: str = 'whisper', # the threads' name
+                ):
+        self._heap, self._order, self._cv, self._closed = [], itertools.count(), threading.Condition(), False
+        for i in range(workers): threading.Thread(target=self._work, name=f'{name}-{i}', daemon=True).start()
+
+    def submit(self, urgent: bool, # goes before every reading that is not
+               fn, *args) -> Future:
+        "Schedule `fn(*args)`; its future (cancelling it before it starts skips it)."
+        f = Future()
+        with self._cv:
+            if self._closed: raise ProviderError('Whisper is closed: the server is stopping')
+            heapq.heappush(self._heap, (not urgent, next(self._order), f, fn, args))
+            self._cv.notify()
+        return f
+
+    def _work(self):
+        while True:
+            with self._cv:
+                while not self._heap and not self._closed: self._cv.wait()
+                if self._closed: return
+                *_, f, fn, args = heapq.heappop(self._heap)
+            if not f.set_running_or_notify_cancel(): continue  # its caller gave up on it
+            try: f.set_result(fn(*args))
+            except BaseException as e: f.set_exception(e)
+
+    def close(self) -> None:
+        "Cancel what has not started; the threads end once their decode does."
+        with self._cv:
+            self._closed = True
+            for *_, f, _, _ in self._heap: f.cancel()
+            self._heap.clear()
+            self._cv.notify_all()
+
 # %% ../nbs/05f_neural.ipynb #9cddd953
 WHISPER_RATE = 16000  # the sample rate Whisper hears
 
@@ -98,20 +135,23 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
     def __init__(self,
                  model: str = '', # '' the pinned tiny.en; a faster-whisper model name (downloaded on first use) or a model folder
                  compute_type: str = 'int8', # CTranslate2 weight type on the CPU
-                 threads: int = 0, # CPU threads of each decode (0: all cores)
-                 workers: int = 1, # decodes at the same time
+                 threads: int = 0, # CPU threads of each decode (0: the cores shared among the workers)
+                 workers: int = 0, # decodes at the same time, for every call (0: one per core)
+                 calls_per_core: float = 6, # calls it carries at once, a core (measured: bench/callers.py); 0 no limit
                  beam_size: int = 1, # 1: greedy (measured: as accurate here, and no words from noise)
                  pad_s: float = 0.3, # silence added before and after each turn
                  no_speech: float = 0.65, # a segment Whisper thinks this likely to be no speech is dropped
                  window_s: float = 12, # `read` reads a turn in a window this long (or the turn's length, if longer), not 30 s (0: always 30 s)
                 ):
-        self.model, self.compute_type, self.threads, self.workers = model, compute_type, threads or (os.cpu_count() or 1), workers
+        cores = os.cpu_count() or 1
+        self.workers, self.calls_at_once = workers or cores, round(calls_per_core * cores)
+        self.model, self.compute_type, self.threads = model, compute_type, threads or max(1, cores // self.workers)
         self.beam_size, self.pad_s, self.no_speech, self.window_s = beam_size, pad_s, no_speech, window_s
         self.name = f"faster-whisper/{model or 'tiny.en'}"  # no ':', which marks a paid cloud engine
         self.source = WHISPER_TINY_EN.label() if not model else model  # where the weights come from
         self.fallbacks = 0 # short readings that repeated themselves, read again over the whole window
         self._model, self._lock = None, threading.Lock()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix='whisper')
+        self._pool = Readings(self.workers)
 
     def load(self) -> WhisperSTT:
         "Load the model now (blocking), so the first caller does not wait."
@@ -177,15 +217,16 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
     async def transcribe(self,
                          pcm: np.ndarray, # int16 mono samples
                          sr: int = SAMPLE_RATE, # their sample rate
+                         urgent: bool = False, # read before the readings that are not (the turn is over and its answer waits)
                         ) -> str:
-        "The text spoken in `pcm`, read in a worker thread."
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.read, pcm, sr)
+        "The text spoken in `pcm`, read by one of the shared workers."
+        return await asyncio.wrap_future(self._pool.submit(urgent, self.read, pcm, sr))
 
     async def open(self, on_words):
         "A stream of this call's turns: read again as they grow."
         return _WhisperStream(self, on_words)
 
-    async def aclose(self): self._pool.shutdown(wait=False, cancel_futures=True)
+    async def aclose(self): self._pool.close()
 
 # %% ../nbs/05f_neural.ipynb #2d8de8a9
 QUIET_RMS = 300  # a 20 ms frame below this RMS (about -41 dBFS) holds no words
@@ -272,7 +313,7 @@ class _WhisperStream(TranscriptStream):
                 self.reused += 1
                 return text
             break
-        return await self.stt.transcribe(ulaw_decode(audio))
+        return await self.stt.transcribe(ulaw_decode(audio), urgent=True)
 
     def _new_turn(self):
         self._audio, self._last, self._running, self._again, self._was_quiet = bytearray(), None, None, False, True

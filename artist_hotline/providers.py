@@ -24,6 +24,7 @@ class ProviderError(Exception):
 class SpeechToText:
     "Turns a caller's utterance into text."
     name = 'stt'
+    calls_at_once = 0 # calls it carries at once on this server (0: no limit it sets; offline Whisper sets one)
     async def transcribe(self,
                          pcm: np.ndarray, # int16 mono samples
                          sr: int = 8000, # their sample rate

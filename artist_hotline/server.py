@@ -28,8 +28,8 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
            'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'is_from_twilio', 'stream_key', 'stream_token',
-           'token_problem', 'webhook_form', 'voice', 'outbound_call', 'status_callback', 'health', 'ready', 'metrics',
-           'voice_stream', 'create_app', 'serve']
+           'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback', 'health',
+           'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -133,6 +133,10 @@ async def webhook_form(request: web.Request, # a webhook from Twilio
 
 def _twiml(r: VoiceResponse) -> web.Response: return web.Response(text=str(r), content_type='text/xml')
 
+def call_limit(app: web.Application) -> int:
+    "Calls taken at once: `MAX_OPEN_CALLS`, or fewer when the engines carry fewer (offline Whisper: `WHISPER_CALLS_PER_CORE`); 0 no limit."
+    return min([n for n in (app[SETTINGS].max_open_calls, app[LINES].providers.stt.calls_at_once) if n], default=0)
+
 async def voice(request: web.Request) -> web.Response:
     "Twilio's voice webhook: take the call (or not), and connect it to our Media Stream."
     app, s = request.app, request.app[SETTINGS]
@@ -158,7 +162,7 @@ async def voice(request: web.Request) -> web.Response:
         return _twiml(r)
     if app[STATS]['draining']: got = Admission('refused', 'server shutting down')
     else:
-        try: got = await asyncio.wait_for(app[STORE].admit(sid, caller, persona.name, s.max_open_calls, s.calls_per_hour), s.store_timeout_s)
+        try: got = await asyncio.wait_for(app[STORE].admit(sid, caller, persona.name, call_limit(app), s.calls_per_hour), s.store_timeout_s)
         except _STORE_DOWN as e:
             log.warning('call %s: the store did not answer (%s): taking the call without checking the limits', sid, type(e).__name__)
             app[STATS]['store_degraded'] += 1
@@ -236,7 +240,7 @@ async def health(request: web.Request) -> web.Response:
     problems = app[LINES].problems + ([f'call store: {store}'] if store != 'ok' else [])
     status = 'draining' if app[STATS]['draining'] else 'degraded' if problems else 'ok'
     return web.json_response({'status': status, 'problems': problems, 'version': artist_hotline.__version__, 'replica': app[REPLICA],
-                              'open_calls': open_calls, 'open_calls_here': len(app[CALLS]), 'max_open_calls': s.max_open_calls,
+                              'open_calls': open_calls, 'open_calls_here': len(app[CALLS]), 'max_open_calls': call_limit(app),
                               'store': {'state': store, 'pending_writes': getattr(app[SINK], 'pending', 0)},
                               'providers': app[LINES].providers.describe(), 'models': _models(app[LINES].providers), 'turn': turn, 'turn_source': source,
                               'signatures': 'checked' if s.twilio_auth_token else 'NOT CHECKED (no TWILIO_AUTH_TOKEN)',

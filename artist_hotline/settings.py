@@ -170,7 +170,9 @@ class Settings(_Part):
     llm_provider: Literal['auto', 'openai', 'scripted'] = 'auto' # the persona's brain (auto: OpenAI with a key or a base URL, else scripted)
     tts_provider: Literal['auto', 'elevenlabs', 'openai', 'piper', 'espeak'] = 'auto' # speech engine (auto: ElevenLabs with a key, else Piper offline when installed, else eSpeak NG)
     whisper_model: str = '' # offline Whisper: '' tiny.en from its pinned package; a faster-whisper model name (downloaded on first use) or folder
-    whisper_threads: int = Field(0, ge=0) # CPU threads of each Whisper decode (0: all cores)
+    whisper_threads: int = Field(0, ge=0) # CPU threads of each Whisper decode (0: the cores shared among the decodes)
+    whisper_workers: int = Field(0, ge=0) # Whisper decodes at once, for all calls (0: one per core)
+    whisper_calls_per_core: float = Field(6, ge=0) # calls offline Whisper takes at once, a core (bench/callers.py); a caller beyond hears the busy line (0: no limit)
     provider_client: Literal['http', 'sdk'] = 'http' # cloud requests as plain aiohttp (least CPU) or through the official SDKs
     openai_api_key: str = '' # OpenAI (or compatible) key
     openai_base_url: str = OPENAI_URL # any OpenAI-compatible server, e.g. Ollama's http://localhost:11434/v1

@@ -80,6 +80,18 @@ def interruptions_table(rs: list[dict]) -> str:
                   'stopped after the caller began, p50 / max', 'interruptions answered', 'goals missed'], rows)
 
 
+def callers_table(rs: list[dict]) -> str:
+    rows = []
+    for r in rs:
+        name = 'before (24cd5aa)' if 'code_under_test' in r else SHORT[r['mode']]
+        for st in r['steps']:
+            s = st['summary']
+            rows.append([name, str(s['callers']), f"{s['answered']} of {s['turns']}", f"{ms(s['v2v']['p50'])} / {ms(s['v2v']['p90'])} / {ms(s['v2v']['max'])}",
+                         str(s['split_turns']), 'yes' if s['ok'] else 'no'])
+    return table(['code', 'callers at once', 'turns answered', 'voice to voice p50 / p90 / max', 'utterances answered in two parts',
+                  'every turn answered, p90 <= 1.5 s'], rows)
+
+
 def render(paths: list[Path]) -> str:
     by = collections.defaultdict(list)
     for p in paths:
@@ -87,13 +99,14 @@ def render(paths: list[Path]) -> str:
         by[r['bench']].append(r)
     out = []
     for bench, rs in sorted(by.items()):
-        rs.sort(key=lambda r: ORDER.index(r['mode']) if r['mode'] in ORDER else 99)
-        out.append(f'**{bench}.py**\n\n' + {'turns': turns_tables, 'latency': latency_table, 'interruptions': interruptions_table}[bench](rs))
-        out.append('Measured ' + '; '.join(f"{SHORT[r['mode']]} {r['date'][:10]} at {r['code']['commit'][:8]}{' (with changes)' if r['code']['dirty'] else ''}, "
+        rs.sort(key=lambda r: ('code_under_test' not in r, ORDER.index(r['mode']) if r['mode'] in ORDER else 99))
+        out.append(f'**{bench}.py**\n\n' + {'turns': turns_tables, 'latency': latency_table, 'interruptions': interruptions_table, 'callers': callers_table}[bench](rs))
+        out.append('Measured ' + '; '.join(f"{SHORT[r['mode']]} {r['date'][:10]} at "
+                                            f"{r['code_under_test'][:7] if 'code_under_test' in r else r['code']['commit'][:8]}{' (with changes)' if r['code']['dirty'] and 'code_under_test' not in r else ''}, "
                                             f"load {r['load_avg'][0]:.1f} on {r['cores']} cores" for r in rs) + '.')
     return '\n\n'.join(out)
 
 
 if __name__ == '__main__':
     files = [Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob('*.json'))
-    print(render([f for f in files if f.name.split('-')[0] in ('turns', 'latency', 'interruptions')]))
+    print(render([f for f in files if f.name.split('-')[0] in ('turns', 'latency', 'interruptions', 'callers')]))

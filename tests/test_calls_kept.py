@@ -181,3 +181,22 @@ async def test_calls_page_in_chromium_lists_a_simulated_call(hotline):
     dom = await chromium(f'{base}/calls/ui?token={UI_TOKEN}', '--dump-dom')
     assert sim.call_sid in dom and 'i paint boats' in dom
     assert f'/calls/{sim.call_sid}/recording.wav"' in dom.replace('&amp;', '&')
+
+
+async def test_engines_that_carry_few_calls_cap_open_calls(aiohttp_server, db_url, tmp_path):
+    "Offline Whisper says how many calls it carries (`calls_at_once`); the caller beyond hears the busy message, not silence."
+    import aiohttp
+    stt = EchoSTT(['hello'] * 4)
+    stt.calls_at_once = 1  # as offline Whisper does, from WHISPER_CALLS_PER_CORE
+    app = create_app(Settings(database_url=db_url, recordings_dir=str(tmp_path / 'rec'), calls_ui_token=UI_TOKEN),
+                     providers=Providers(stt, CannedLLM('Hello.'), ToneTTS()))
+    base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+    stream = await dial(base, speed=0, from_='+15551230001')
+    async with aiohttp.ClientSession() as http:
+        twiml = await (await http.post(f'{base}/voice', data={'CallSid': 'CA2', 'From': '+15551230002'})).text()
+        health = await (await http.get(f'{base}/health')).json()
+    assert '<Say>' in twiml and '<Hangup />' in twiml and '<Connect>' not in twiml
+    assert health['max_open_calls'] == 1
+    (refusal,) = await app[STORE].refusals()
+    assert refusal['reason'] == 'too many open calls'
+    await stream.stop(); await stream.close()
