@@ -136,6 +136,9 @@ class Lines:
                 log.warning('fallback line not rendered by %s (%s); using eSpeak NG', providers.tts.name, e)
                 from artist_hotline.offline import EspeakTTS
                 self.fallback_audio[text] = await render(EspeakTTS(), text)
+        lines = [persona.greeting, persona.reprompt, persona.goodbye, persona.recording_notice, persona.outbound_greeting]
+        try: await asyncio.wait_for(providers.tts.warm(lines), 30)  # what every call says, ready before the first caller
+        except Exception as e: log.warning('%s could not render the fixed lines ahead (%s); they are rendered as they are said', providers.tts.name, e)
 
     async def close(self) -> None:
         "Close every engine made, once."

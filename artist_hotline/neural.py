@@ -394,3 +394,9 @@ class PiperTTS(TextToSpeech):
                 while len(self._said) > self.cache: self._said.popitem(last=False)
             else: self._said.move_to_end(sentence)
             for i in range(0, len(ulaw), self.chunk): yield ulaw[i:i + self.chunk]
+
+    async def warm(self, lines: list[str], # lines every call says
+                  ) -> None:
+        "Render `lines` into the cache now, so that a call's greeting plays at once, even on a busy machine."
+        for line in lines:
+            async for _ in self.speak(line): pass

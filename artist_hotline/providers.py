@@ -54,6 +54,10 @@ class TextToSpeech:
         raise NotImplementedError
         yield
 
+    async def warm(self, lines: list[str], # lines every call says (the greeting, the reprompt, the goodbye)
+                  ) -> None:
+        "Get ready to say `lines` at once: a voice that keeps what it said renders them now; others need not."
+
 # %% ../nbs/05_providers.ipynb #a26cb4be
 class EchoSTT(SpeechToText):
     "A fake speech-to-text that returns queued transcripts."
