@@ -442,11 +442,9 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[LINES] = Lines(s, app[PERSONA], providers)
     app[CALLS], app[FINISHED], app[TAKEN_HERE] = {}, [], collections.OrderedDict()
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
-    secrets_ = tuple(v for v in (s.openai_api_key, s.elevenlabs_api_key, s.twilio_auth_token, s.stream_secret, s.calls_ui_token,
-                                 s.metrics_token, s.smtp_password) if v)
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None
-    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, secrets=secrets_), app[METRICS], spend)
+    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, secrets=s.secrets), app[METRICS], spend)
     app[SOCKETS], app[WIND_UPS] = weakref.WeakSet(), set()
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)

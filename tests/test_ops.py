@@ -10,7 +10,7 @@ from aiohttp import web
 
 from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
 from artist_hotline.ops import setup_logging
-from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
+from artist_hotline.providers import CannedLLM, EchoSTT, ProviderError, Providers, ToneTTS
 from artist_hotline.server import create_app
 from artist_hotline.settings import ENV_NAMES, Settings
 from artist_hotline.simulate import Step, simulate_call
@@ -125,6 +125,31 @@ async def test_json_logs_carry_the_call_sid(aiohttp_server, tmp_path):
     assert turns and all(l['call_sid'] == sim.call_sid for l in turns)
     assert any(l.get('outcome') == 'replied' and l.get('first_sent') for l in turns)  # the turn's fields, as fields
     assert all(l['call_sid'] == sim.call_sid for l in lines if l['logger'] == 'artist_hotline.call')
+
+
+SECRETS = dict(openai_api_key='sk-proj-abcdefghijklmnop1234', elevenlabs_api_key='xi-abcdefghijkl5678', calls_ui_token='ui-token-9876',
+               metrics_token='metrics-9876', smtp_password='hunter2-smtp')
+
+class KeyEchoingSTT(EchoSTT):
+    "A provider that quotes the key it was sent in its error, as some do."
+    name = 'openai:whisper-1'
+    async def transcribe(self, pcm, sr=8000): raise ProviderError(f"401 Unauthorized: incorrect API key provided: {SECRETS['openai_api_key']}")
+
+
+async def test_no_configured_secret_reaches_the_log(aiohttp_server, tmp_path):
+    "A whole call whose provider echoes its key, logged at INFO as `serve` logs: the failure is there, no secret is."
+    s = Settings(database_url=f'sqlite:///{tmp_path}/calls.sqlite3', **SECRETS)
+    buf = io.StringIO()
+    setup_logging('text', 'INFO', buf, secrets=s.secrets)
+    try:
+        app = create_app(s, providers=Providers(KeyEchoingSTT(), CannedLLM('Hello.'), ToneTTS()))
+        base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+        await simulate_call(base, [Step(pcm=voiced(0.9), pause_s=0.3)], speed=0)
+        await asyncio.sleep(0.3)
+    finally: setup_logging('text', 'WARNING')
+    out = buf.getvalue()
+    assert 'incorrect API key provided: [redacted]' in out, out[-2000:]  # the failure is logged...
+    assert not [k for k, v in SECRETS.items() if v in out]  # ...and no secret anywhere in the log
 
 
 async def test_errors_reach_sentry(aiohttp_server):
