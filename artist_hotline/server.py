@@ -249,11 +249,12 @@ async def health(request: web.Request) -> web.Response:
 
 # %% ../nbs/08_server.ipynb #aa4af9c9
 async def ready(request: web.Request) -> web.Response:
-    "Readiness: 200 when the store answers, the engines are usable and the server is not draining; else 503 and why."
+    "Readiness: 200 when the store answers and takes writes, the engines are usable and the server is not draining; else 503 and why."
     app, reasons = request.app, []
     if app[STATS]['draining']: reasons.append('draining: the server is shutting down')
     try: await asyncio.wait_for(app[STORE].open_calls(), app[SETTINGS].store_timeout_s)
     except _STORE_DOWN as e: reasons.append(f'call store unreachable ({type(e).__name__})')
+    if (why := getattr(app[SINK], 'last_error', '')): reasons.append(f'writes are not landing ({why}): {app[SINK].pending} wait')
     reasons += app[LINES].problems
     return web.json_response({'status': 'not ready' if reasons else 'ready', 'reasons': reasons}, status=503 if reasons else 200)
 

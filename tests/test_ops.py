@@ -104,6 +104,30 @@ async def test_ready_follows_the_database(aiohttp_client, pg_url):
     await plug.pull_out()
 
 
+async def test_ready_fails_while_writes_cannot_land(aiohttp_client, tmp_path, monkeypatch):
+    "The store answers reads but refuses writes (a full disk): /ready is 503 and says so, and 200 once the writes land."
+    import sqlite3
+    import sqlalchemy as sa
+    from artist_hotline.store import Store
+    app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/c.sqlite3'), providers=engines())
+    client = await aiohttp_client(app)
+    assert (await client.get('/ready')).status == 200
+    apply = Store.apply
+    async def full(self, writes): raise sa.exc.OperationalError('INSERT', {}, sqlite3.OperationalError('database or disk is full'))
+    monkeypatch.setattr(Store, 'apply', full)
+    sim = await simulate_call(str(client.make_url('')).rstrip('/'), [Step(pcm=voiced(0.9), pause_s=0.3)], speed=0)
+    for _ in range(100):
+        if (r := await client.get('/ready')).status == 503: break
+        await asyncio.sleep(0.05)
+    body = await r.json()
+    assert r.status == 503 and any('writes are not landing (' in x and 'disk is full' in x for x in body['reasons']), body
+    monkeypatch.setattr(Store, 'apply', apply)  # room again: the queued writes land
+    for _ in range(200):
+        if (r := await client.get('/ready')).status == 200: break
+        await asyncio.sleep(0.05)
+    assert r.status == 200 and sim.turns
+
+
 async def test_ready_is_503_while_engines_are_unusable(aiohttp_client, tmp_path):
     app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/c.sqlite3', openai_api_key='sk', openai_base_url='http://127.0.0.1:9/v1',
                               llm_provider='openai', stt_provider='pocketsphinx'))
