@@ -211,3 +211,10 @@ async def test_working_cloud_is_ok_and_an_unknown_voice_is_not(aiohttp_client, t
         h = await (await bad.get('/health')).json()
         assert h['status'] == 'degraded' and h['problems'] == [
             f'elevenlabs: HTTP 404 from {fc.elevenlabs_base_url}/v1/voices/gone: A voice with voice_id gone was not found.']
+
+
+def test_the_server_loads_what_a_call_needs_before_any_call():
+    "numpy loads numpy.fft lazily, on a call's first voiced frame; with no descriptor left that import failed and killed the call."
+    import subprocess, sys
+    code = "import sys, artist_hotline.server; assert 'numpy.fft' in sys.modules, 'numpy.fft not loaded'"
+    subprocess.run([sys.executable, '-c', code], check=True)
