@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_server.ipynb #73006b76
 from __future__ import annotations
-import asyncio, base64, collections, dataclasses, gc, hashlib, hmac, json, logging, math, os, secrets, socket, time, weakref
+import asyncio, base64, collections, dataclasses, gc, hashlib, hmac, json, logging, math, os, re, secrets, socket, time, weakref
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
@@ -27,9 +27,9 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
-           'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'is_from_twilio', 'stream_key', 'stream_token',
-           'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback', 'health',
-           'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
+           'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio', 'stream_key',
+           'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback',
+           'health', 'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -48,12 +48,26 @@ def stream_url(request: web.Request, settings: Settings) -> str:
     base = public_base(request, settings)
     return base.replace('https://', 'wss://', 1).replace('http://', 'ws://', 1) + '/voice-stream'
 
+def _address(v: str) -> str:
+    "An address from a forwarding header, without quotes, brackets or port ('unknown' and obfuscated names stay as they are)."
+    v = v.strip().strip('"')
+    if v.startswith('['): return v[1:].split(']')[0]
+    return v.rsplit(':', 1)[0] if v.count(':') == 1 else v
+
+def relayed_for(request: web.Request, # an incoming request
+               ) -> list[str]:
+    "The addresses a proxy says it relays this request for (`X-Forwarded-For`, `X-Real-IP`, `Forwarded: for=`)."
+    h = request.headers
+    out = [a for v in h.getall('X-Forwarded-For', []) for a in v.split(',')] + h.getall('X-Real-IP', [])
+    out += [m for v in h.getall('Forwarded', []) for m in re.findall(r'(?i)\bfor=("[^"]*"|[^;,\s]+)', v)]
+    return [_address(a) for a in out if a.strip()]
+
 def is_from_twilio(request: web.Request, # the request to check
                    settings: Settings, # the auth token and trusted networks
                    params: dict | None = None, # form parameters (None for the WebSocket handshake)
                   ) -> bool:
-    "Check X-Twilio-Signature (or, with no auth token, that the peer is trusted)."
-    if not settings.twilio_auth_token: return settings.trusts(request.remote or '')
+    "Check X-Twilio-Signature (or, with no auth token, that the peer, and everyone a proxy says it relays for, is trusted)."
+    if not settings.twilio_auth_token: return all(settings.trusts(a) for a in [request.remote or ''] + relayed_for(request))
     sig = request.headers.get('X-Twilio-Signature', '')
     url = stream_url(request, settings) if params is None else public_base(request, settings) + request.path_qs
     return bool(sig) and RequestValidator(settings.twilio_auth_token).validate(url, params or {}, sig)
