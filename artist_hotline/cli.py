@@ -18,7 +18,7 @@ def _serve(a):
     from artist_hotline.settings import Settings
     s = Settings.from_env(env_file=a.env_file, **{k: v for k, v in dict(host=a.host, port=a.port).items() if v is not None})
     from artist_hotline.ops import init_sentry, setup_logging
-    setup_logging(s.log_format, 'DEBUG' if a.verbose else s.log_level)
+    setup_logging(s.log_format, 'DEBUG' if a.verbose else s.log_level, secrets=s.secrets)
     init_sentry(s.sentry_dsn, __version__, s.sentry_environment)
     from artist_hotline.server import serve  # the engines and the store only once the settings are known to be good
     serve(s)

@@ -13,9 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from .providers import paid
 from .records import CallSink, TurnRecord
+from .store import redact
 
 # %% auto #0
-__all__ = ['CALL_SID', 'STAGES', 'JsonFormatter', 'TextFormatter', 'setup_logging', 'Metrics', 'Prices', 'SpendWatch',
+__all__ = ['CALL_SID', 'STAGES', 'JsonFormatter', 'TextFormatter', 'Redacted', 'setup_logging', 'Metrics', 'Prices', 'SpendWatch',
            'MetricsSink', 'init_sentry']
 
 # %% ../nbs/14_ops.ipynb #76a0948a
@@ -28,7 +29,7 @@ class JsonFormatter(logging.Formatter):
                'level': record.levelname, 'logger': record.name, 'msg': record.getMessage()}
         if (sid := CALL_SID.get()): out['call_sid'] = sid
         if isinstance(fields := getattr(record, 'fields', None), dict): out.update(fields)
-        if record.exc_info: out['exc'] = self.formatException(record.exc_info)
+        if record.exc_info: out['exc'] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
 
 class TextFormatter(logging.Formatter):
@@ -40,13 +41,35 @@ class TextFormatter(logging.Formatter):
         if isinstance(fields := getattr(record, 'fields', None), dict): line += ' ' + json.dumps(fields, ensure_ascii=False, default=str)
         return line
 
+def _scrubbed(v, secrets: tuple):
+    "A field's value with the secrets taken out of its strings (numbers stay numbers)."
+    if isinstance(v, str): return redact(v, secrets)
+    if isinstance(v, dict): return {k: _scrubbed(x, secrets) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_scrubbed(x, secrets) for x in v]
+    return v
+
+class Redacted(logging.Formatter):
+    "Another formatter, given each record with every secret configured, and anything shaped like a key, taken out of its text."
+    def __init__(self, inner: logging.Formatter, # makes the line
+                 secrets: tuple = (), # values to take out wherever they appear (`Settings.secrets`)
+                ):
+        super().__init__()
+        self.inner, self.secrets = inner, secrets
+    def format(self, record: logging.LogRecord) -> str:
+        r = logging.makeLogRecord(record.__dict__)  # a copy: other handlers see the record as it was
+        r.msg, r.args = redact(record.getMessage(), self.secrets), None
+        if isinstance(fields := getattr(record, 'fields', None), dict): r.fields = _scrubbed(fields, self.secrets)
+        if record.exc_info: r.exc_text = redact(self.inner.formatException(record.exc_info), self.secrets)
+        return self.inner.format(r)
+
 def setup_logging(fmt: str = 'text', # 'text' or 'json' (settings: `LOG_FORMAT`)
                   level: str = 'INFO', # the root level (settings: `LOG_LEVEL`)
                   stream=None, # where lines go (default stderr)
+                  secrets: tuple = (), # taken out of every line (`Settings.secrets`)
                  ) -> logging.Handler:
-    "Send every log line to one handler, in the format asked for; the handler."
+    "Send every log line to one handler, in the format asked for, secrets taken out; the handler."
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == 'json' else TextFormatter())
+    handler.setFormatter(Redacted(JsonFormatter() if fmt == 'json' else TextFormatter(), secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_server.ipynb #73006b76
 from __future__ import annotations
-import asyncio, base64, collections, dataclasses, gc, hashlib, hmac, json, logging, math, os, secrets, socket, time, weakref
+import asyncio, base64, collections, dataclasses, gc, hashlib, hmac, json, logging, math, os, re, secrets, socket, time, weakref
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
@@ -27,9 +27,9 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
-           'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'is_from_twilio', 'stream_key', 'stream_token',
-           'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback', 'health',
-           'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
+           'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio', 'stream_key',
+           'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback',
+           'health', 'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -48,12 +48,26 @@ def stream_url(request: web.Request, settings: Settings) -> str:
     base = public_base(request, settings)
     return base.replace('https://', 'wss://', 1).replace('http://', 'ws://', 1) + '/voice-stream'
 
+def _address(v: str) -> str:
+    "An address from a forwarding header, without quotes, brackets or port ('unknown' and obfuscated names stay as they are)."
+    v = v.strip().strip('"')
+    if v.startswith('['): return v[1:].split(']')[0]
+    return v.rsplit(':', 1)[0] if v.count(':') == 1 else v
+
+def relayed_for(request: web.Request, # an incoming request
+               ) -> list[str]:
+    "The addresses a proxy says it relays this request for (`X-Forwarded-For`, `X-Real-IP`, `Forwarded: for=`)."
+    h = request.headers
+    out = [a for v in h.getall('X-Forwarded-For', []) for a in v.split(',')] + h.getall('X-Real-IP', [])
+    out += [m for v in h.getall('Forwarded', []) for m in re.findall(r'(?i)\bfor=("[^"]*"|[^;,\s]+)', v)]
+    return [_address(a) for a in out if a.strip()]
+
 def is_from_twilio(request: web.Request, # the request to check
                    settings: Settings, # the auth token and trusted networks
                    params: dict | None = None, # form parameters (None for the WebSocket handshake)
                   ) -> bool:
-    "Check X-Twilio-Signature (or, with no auth token, that the peer is trusted)."
-    if not settings.twilio_auth_token: return settings.trusts(request.remote or '')
+    "Check X-Twilio-Signature (or, with no auth token, that the peer, and everyone a proxy says it relays for, is trusted)."
+    if not settings.twilio_auth_token: return all(settings.trusts(a) for a in [request.remote or ''] + relayed_for(request))
     sig = request.headers.get('X-Twilio-Signature', '')
     url = stream_url(request, settings) if params is None else public_base(request, settings) + request.path_qs
     return bool(sig) and RequestValidator(settings.twilio_auth_token).validate(url, params or {}, sig)
@@ -249,11 +263,12 @@ async def health(request: web.Request) -> web.Response:
 
 # %% ../nbs/08_server.ipynb #aa4af9c9
 async def ready(request: web.Request) -> web.Response:
-    "Readiness: 200 when the store answers, the engines are usable and the server is not draining; else 503 and why."
+    "Readiness: 200 when the store answers and takes writes, the engines are usable and the server is not draining; else 503 and why."
     app, reasons = request.app, []
     if app[STATS]['draining']: reasons.append('draining: the server is shutting down')
     try: await asyncio.wait_for(app[STORE].open_calls(), app[SETTINGS].store_timeout_s)
     except _STORE_DOWN as e: reasons.append(f'call store unreachable ({type(e).__name__})')
+    if (why := getattr(app[SINK], 'last_error', '')): reasons.append(f'writes are not landing ({why}): {app[SINK].pending} wait')
     reasons += app[LINES].problems
     return web.json_response({'status': 'not ready' if reasons else 'ready', 'reasons': reasons}, status=503 if reasons else 200)
 
@@ -442,11 +457,9 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[LINES] = Lines(s, app[PERSONA], providers)
     app[CALLS], app[FINISHED], app[TAKEN_HERE] = {}, [], collections.OrderedDict()
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
-    secrets_ = tuple(v for v in (s.openai_api_key, s.elevenlabs_api_key, s.twilio_auth_token, s.stream_secret, s.calls_ui_token,
-                                 s.metrics_token, s.smtp_password) if v)
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None
-    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, secrets=secrets_), app[METRICS], spend)
+    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, secrets=s.secrets), app[METRICS], spend)
     app[SOCKETS], app[WIND_UPS] = weakref.WeakSet(), set()
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)

@@ -260,6 +260,12 @@ class Settings(_Part):
         except ValueError: return False
         return any(peer in n for n in self.trusted_networks)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        "Every secret configured: kept out of the store and out of the log."
+        return tuple(v for v in (self.openai_api_key, self.elevenlabs_api_key, self.twilio_auth_token, self.stream_secret,
+                                 self.calls_ui_token, self.metrics_token, self.smtp_password) if v)
+
 # %% ../nbs/01a_settings.ipynb #395eca0e
 def env_names(model: type[BaseModel] = Settings, # a part of the tree
               path: tuple = (), # where that part sits

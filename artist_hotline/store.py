@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_store.ipynb #1d5ca987
 from __future__ import annotations
-import asyncio, collections, functools, json, logging, re, uuid
+import asyncio, collections, functools, json, logging, re, unicodedata, uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -215,8 +215,9 @@ def is_anonymous(caller: str, # Twilio's `From`
 def caller_key(caller: str, # Twilio's `From`
               ) -> str:
     "The one key of a caller for the limits: E.164, a SIP or client address, or 'anonymous'."
-    s = (caller or '').strip()
+    s = unicodedata.normalize('NFKC', caller or '').strip()  # full-width digits and plus are digits and plus
     low = s.lower()
+    if low.startswith('tel:'): return caller_key(s[4:].split(';')[0])  # a tel: URI is its number
     if low.startswith(('sip:', 'sips:')):
         user, _, host = low.split(':', 1)[1].split(';')[0].partition('@')
         number = re.sub(r'[\s().-]', '', user)

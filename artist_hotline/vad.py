@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.fft  # now, not on a call's first voiced frame: numpy loads it lazily, and that open can fail when descriptors run out
 import webrtcvad
 
 from .audio import SAMPLE_RATE, FRAME_MS, FRAME_SAMPLES

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
 from artist_hotline.ops import setup_logging
-from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
+from artist_hotline.providers import CannedLLM, EchoSTT, ProviderError, Providers, ToneTTS
 from artist_hotline.server import create_app
 from artist_hotline.settings import ENV_NAMES, Settings
 from artist_hotline.simulate import Step, simulate_call
@@ -104,6 +104,30 @@ async def test_ready_follows_the_database(aiohttp_client, pg_url):
     await plug.pull_out()
 
 
+async def test_ready_fails_while_writes_cannot_land(aiohttp_client, tmp_path, monkeypatch):
+    "The store answers reads but refuses writes (a full disk): /ready is 503 and says so, and 200 once the writes land."
+    import sqlite3
+    import sqlalchemy as sa
+    from artist_hotline.store import Store
+    app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/c.sqlite3'), providers=engines())
+    client = await aiohttp_client(app)
+    assert (await client.get('/ready')).status == 200
+    apply = Store.apply
+    async def full(self, writes): raise sa.exc.OperationalError('INSERT', {}, sqlite3.OperationalError('database or disk is full'))
+    monkeypatch.setattr(Store, 'apply', full)
+    sim = await simulate_call(str(client.make_url('')).rstrip('/'), [Step(pcm=voiced(0.9), pause_s=0.3)], speed=0)
+    for _ in range(100):
+        if (r := await client.get('/ready')).status == 503: break
+        await asyncio.sleep(0.05)
+    body = await r.json()
+    assert r.status == 503 and any('writes are not landing (' in x and 'disk is full' in x for x in body['reasons']), body
+    monkeypatch.setattr(Store, 'apply', apply)  # room again: the queued writes land
+    for _ in range(200):
+        if (r := await client.get('/ready')).status == 200: break
+        await asyncio.sleep(0.05)
+    assert r.status == 200 and sim.turns
+
+
 async def test_ready_is_503_while_engines_are_unusable(aiohttp_client, tmp_path):
     app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/c.sqlite3', openai_api_key='sk', openai_base_url='http://127.0.0.1:9/v1',
                               llm_provider='openai', stt_provider='pocketsphinx'))
@@ -125,6 +149,31 @@ async def test_json_logs_carry_the_call_sid(aiohttp_server, tmp_path):
     assert turns and all(l['call_sid'] == sim.call_sid for l in turns)
     assert any(l.get('outcome') == 'replied' and l.get('first_sent') for l in turns)  # the turn's fields, as fields
     assert all(l['call_sid'] == sim.call_sid for l in lines if l['logger'] == 'artist_hotline.call')
+
+
+SECRETS = dict(openai_api_key='sk-proj-abcdefghijklmnop1234', elevenlabs_api_key='xi-abcdefghijkl5678', calls_ui_token='ui-token-9876',
+               metrics_token='metrics-9876', smtp_password='hunter2-smtp')
+
+class KeyEchoingSTT(EchoSTT):
+    "A provider that quotes the key it was sent in its error, as some do."
+    name = 'openai:whisper-1'
+    async def transcribe(self, pcm, sr=8000): raise ProviderError(f"401 Unauthorized: incorrect API key provided: {SECRETS['openai_api_key']}")
+
+
+async def test_no_configured_secret_reaches_the_log(aiohttp_server, tmp_path):
+    "A whole call whose provider echoes its key, logged at INFO as `serve` logs: the failure is there, no secret is."
+    s = Settings(database_url=f'sqlite:///{tmp_path}/calls.sqlite3', **SECRETS)
+    buf = io.StringIO()
+    setup_logging('text', 'INFO', buf, secrets=s.secrets)
+    try:
+        app = create_app(s, providers=Providers(KeyEchoingSTT(), CannedLLM('Hello.'), ToneTTS()))
+        base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+        await simulate_call(base, [Step(pcm=voiced(0.9), pause_s=0.3)], speed=0)
+        await asyncio.sleep(0.3)
+    finally: setup_logging('text', 'WARNING')
+    out = buf.getvalue()
+    assert 'incorrect API key provided: [redacted]' in out, out[-2000:]  # the failure is logged...
+    assert not [k for k, v in SECRETS.items() if v in out]  # ...and no secret anywhere in the log
 
 
 async def test_errors_reach_sentry(aiohttp_server):

@@ -211,3 +211,20 @@ async def test_working_cloud_is_ok_and_an_unknown_voice_is_not(aiohttp_client, t
         h = await (await bad.get('/health')).json()
         assert h['status'] == 'degraded' and h['problems'] == [
             f'elevenlabs: HTTP 404 from {fc.elevenlabs_base_url}/v1/voices/gone: A voice with voice_id gone was not found.']
+
+
+def test_the_server_loads_what_a_call_needs_before_any_call():
+    "numpy loads numpy.fft lazily, on a call's first voiced frame; with no descriptor left that import failed and killed the call."
+    import subprocess, sys
+    code = "import sys, artist_hotline.server; assert 'numpy.fft' in sys.modules, 'numpy.fft not loaded'"
+    subprocess.run([sys.executable, '-c', code], check=True)
+
+
+async def test_without_a_token_a_local_proxy_relaying_an_outside_caller_is_refused(aiohttp_client, tmp_path):
+    "No TWILIO_AUTH_TOKEN: only trusted networks are answered, and a proxy on loopback does not make an outside address trusted."
+    client = await aiohttp_client(create_app(Settings(database_url=f'sqlite:///{tmp_path}/c.sqlite3'), providers=Providers(EchoSTT([]), CannedLLM(), ToneTTS())))
+    form = {'CallSid': 'CA' + '1' * 32, 'From': '+15551112222'}
+    ok = await client.post('/voice', data=form)
+    relayed = await client.post('/voice', data=form | {'CallSid': 'CA' + '2' * 32}, headers={'X-Forwarded-For': '203.0.113.9'})
+    assert ok.status == 200 and '<Connect>' in await ok.text()
+    assert relayed.status == 403
