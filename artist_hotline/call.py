@@ -120,7 +120,7 @@ async def run(self: Call) -> None:
     bot.start(); self.ear.start()
     reprompted = -1.  # when the caller was last asked if they are there
     try:
-        if self.notice: await bot.line('notice', self.notice)
+        if self.notice: await bot.line('notice', self.notice, wait=True)  # heard whole before the greeting starts, never interleaved with it
         if (greeting := bot.memory.greeting()): await bot.line('greeting', greeting)
         while not self.ended.is_set():
             await asyncio.sleep(0.1)

@@ -9,6 +9,7 @@ import asyncio, logging
 from .persona import Persona, load_numbers, load_persona, persona_dirs
 from .providers import Providers, TextToSpeech
 from .settings import OPENAI_URL, Settings
+from .voice import line_pieces
 
 # %% auto #0
 __all__ = ['log', 'voice_id', 'make_providers', 'provider_problems', 'render', 'Lines']
@@ -137,7 +138,8 @@ class Lines:
                 from artist_hotline.offline import EspeakTTS
                 self.fallback_audio[text] = await render(EspeakTTS(), text)
         lines = [persona.greeting, persona.reprompt, persona.goodbye, persona.recording_notice, persona.outbound_greeting]
-        try: await asyncio.wait_for(providers.tts.warm(lines), 30)  # what every call says, ready before the first caller
+        pieces = [p for line in lines for p in line_pieces(line, self.settings.call)]  # as a call will ask for them
+        try: await asyncio.wait_for(providers.tts.warm(pieces), 30)  # what every call says, ready before the first caller
         except Exception as e: log.warning('%s could not render the fixed lines ahead (%s); they are rendered as they are said', providers.tts.name, e)
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ from .sentences import SentenceSplitter, WordFeed, clean_for_speech
 from .settings import CallSettings
 
 # %% auto #0
-__all__ = ['once', 'VoiceSession', 'SpokenReply']
+__all__ = ['once', 'VoiceSession', 'SpokenReply', 'line_pieces']
 
 # %% ../nbs/05h_voice.ipynb #a93f5e6b
 async def once(text: str, # a fixed line
@@ -140,3 +140,11 @@ def _split(text: str, st: CallSettings) -> list[str]:
     if not st.split_sentences: return [t] if (t := clean_for_speech(text)) else []
     split = SentenceSplitter()
     return split.push(text + ' ') + split.flush()
+
+def line_pieces(text: str, # a whole line (a greeting, a notice)
+                st: CallSettings, # whether sentences are split
+               ) -> list[str]:
+    "The pieces a voice is asked for, one at a time, when a call says this line (as `SpokenReply` cuts it)."
+    if not st.split_sentences: return _split(text, st)
+    split = SentenceSplitter()
+    return split.push(text) + split.flush()

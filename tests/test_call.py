@@ -259,3 +259,19 @@ async def test_stop_ends_call_and_dtmf_recorded():
     call.feed(Stop('MZ1'))
     await asyncio.wait_for(runner, 5)
     assert call.record.dtmf == '42' and call.record.end_reason == 'caller hung up'
+
+
+async def test_the_recording_notice_plays_whole_before_the_greeting():
+    "Both lines are said unprompted at the start: the greeting waits for the notice, so their audio never interleaves."
+    class SlowOnTheNotice(ToneTTS):
+        "Takes longer over the notice than over the greeting, as a busy machine may."
+        async def speak(self, text):
+            if 'recorded' in text: await asyncio.sleep(0.2)
+            async for chunk in super().speak(text): yield chunk
+    call, tw = make_call(tts=SlowOnTheNotice(), clock=Clock())
+    call.notice = 'Just so you know, this call is recorded.'
+    runner = asyncio.create_task(call.run())
+    await until(lambda: [t.kind for t in call.turns] == ['notice', 'greeting'])
+    await call.close('test over'); await runner
+    turn_of = [int(name.split('.')[0]) for name in tw.marks()]
+    assert turn_of == sorted(turn_of) and set(turn_of) == {1, 2}, tw.marks()  # every mark of the notice (turn 1) before the greeting's
