@@ -125,8 +125,12 @@ class ThreeSentences(LanguageModel):
 async def start_reply(call, tw):
     "Greeting played, then one caller turn whose reply is being spoken with no marks echoed."
     runner = asyncio.create_task(call.run())
-    await until(lambda: call.bot.reply is not None and not call.bot.reply.running)
-    for name in tw.marks(): call.feed(Mark('MZ1', name))
+    echoed = set()
+    def greeted():  # Twilio plays the greeting: each of its marks echoed as it is sent, until the greeting is filed
+        for name in tw.marks():
+            if name not in echoed: echoed.add(name); call.feed(Mark('MZ1', name))
+        return [t.kind for t in call.turns] == ['greeting']
+    await until(greeted)
     greeting = len(tw.marks())
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(tw.marks()) > greeting)
