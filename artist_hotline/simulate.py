@@ -20,9 +20,10 @@ from .audio import SAMPLE_RATE, FRAME_SAMPLES, ULAW_SILENCE, payload_to_ulaw, re
 from .audio import ulaw_decode, ulaw_encode, ulaw_to_payload, write_wav
 
 # %% auto #0
-__all__ = ['SOUND_LEVEL', 'DTMF_GAP_S', 'SimError', 'Hangup', 'new_sid', 'voice_params', 'twilio_signature', 'StreamTwiml',
-           'parse_twiml', 'fetch_twiml', 'BotAudio', 'BotMark', 'Playback', 'TwilioStream', 'map_stream_url', 'dial',
-           'Step', 'step_audio', 'voiced_span', 'Turn', 'measure_turns', 'SimResult', 'sim_result', 'simulate_call']
+__all__ = ['SOUND_LEVEL', 'DTMF_GAP_S', 'SKIP_RATE', 'SimError', 'Hangup', 'new_sid', 'voice_params', 'twilio_signature',
+           'StreamTwiml', 'parse_twiml', 'fetch_twiml', 'BotAudio', 'BotMark', 'Playback', 'TwilioStream',
+           'map_stream_url', 'dial', 'Step', 'step_audio', 'voiced_span', 'Turn', 'measure_turns', 'SimResult',
+           'sim_result', 'simulate_call']
 
 # %% ../nbs/10_simulate.ipynb #b8d6cb6d
 class SimError(Exception):
@@ -201,6 +202,7 @@ class Playback:
 
 # %% ../nbs/10_simulate.ipynb #af329f6b
 DTMF_GAP_S = 0.1 # silence after each key press
+SKIP_RATE = 3. # at speed 0, how much faster than real time a reply's playback is waited out
 
 class TwilioStream:
     "Twilio's side of one Media Streams WebSocket: numbered messages, the stream clock, the caller's playback buffer."
@@ -327,7 +329,7 @@ class TwilioStream:
 
     async def send_frame(self,
                          pcm:np.ndarray|None=None, # up to 160 int16 samples (padded with silence); None: silence or noise
-                         realtime:bool=False, # at speed 0, still take 20 ms (the caller waits for the server, or talks over the bot)
+                         realtime:bool|float=False, # at speed 0, still take 20 ms (the caller waits for the server, or talks over the bot); a number: that many times faster
                         ):
         "Send 20 ms of caller audio as a `media` message, advance the clock, echo the marks now due."
         if self.stopped or self.ws.closed or self._reader.done(): raise Hangup('stream closed')
@@ -397,7 +399,7 @@ class TwilioStream:
             started = self.playback.since(since) < len(self.playback.audio)
             if started and self.now - self.playback.end >= settle_s * SAMPLE_RATE: return True
             if self.now >= (give_up if started else start_by): return False
-            await self.send_frame(None, not self.playback.busy(self.now))
+            await self.send_frame(None, SKIP_RATE if self.playback.busy(self.now) else 1.)
 
     async def stop(self):
         "Hang up as Twilio does: a `stop` message, then close the socket."
