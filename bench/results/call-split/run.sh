@@ -8,5 +8,5 @@ for code in old new; do
   PYTHONPATH=$PP $PY bench/latency.py --modes oracle --out /tmp/call-split-$code > /tmp/call-split-latency-$code.log 2>&1
   cp /tmp/call-split-$code/latency-oracle.json $OUT/latency-$code.json
   PYTHONPATH=$PP $PY bench/capacity.py --steps 100 200 --seconds 30 --out $OUT/capacity-$code.json > /tmp/call-split-capacity-$code.log 2>&1
-  PYTHONPATH=$PP $PY $OUT/frames.py $code >> $OUT/frames.txt
+  PYTHONPATH=$PP $PY bench/results/engine-step2/frames.py $code >> $OUT/frames.txt  # the per-frame script of the earlier step
 done
