@@ -57,7 +57,6 @@ class Bot:
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
         self.reply: Answer | None = None # what the bot is answering or saying
-        self.early: Answer | None = None # an answer started in the caller's pause
 
     @property
     def busy(self) -> bool:
