@@ -259,12 +259,12 @@ class TwilioStream:
         try: await self.ws.send_str(json.dumps(msg))
         except ConnectionError as e: raise Hangup(str(e)) from None
 
-    async def _echo(self, marks):
+    async def _echo(self, marks, now):
         if not marks: return
         async with self._lock:
             for m in marks:
                 if self.stopped: return
-                m.echoed = self.clock()
+                m.echoed = now # the stream time that made it due, not when this task got to run
                 await self._send({'event': 'mark', 'sequenceNumber': self._next(), 'streamSid': self.stream_sid, 'mark': {'name': m.name}})
 
     async def _read(self):
@@ -292,8 +292,8 @@ class TwilioStream:
             name = msg['mark'].get('name') if isinstance(msg.get('mark'), dict) else None
             if not isinstance(name, str): self.errors.append('mark without a name'); return
             self.playback.mark(name, now)
-            await self._echo(self.playback.due(now))
-        else: await self._echo(self.playback.clear(now))
+            await self._echo(self.playback.due(now), now)
+        else: await self._echo(self.playback.clear(now), now)
 
     async def send_connected(self):
         "The first message: `connected` (no sequence number, no streamSid)."
@@ -343,7 +343,8 @@ class TwilioStream:
                    'streamSid': self.stream_sid}
             self.caller.append(ulaw); self.now += len(ulaw); self._wall, self._rate = wall, rate
             await self._send(msg)
-        await self._echo(self.playback.due(self.now))
+        now = self.now
+        await self._echo(self.playback.due(now), now)
 
     async def say(self, pcm:np.ndarray, # caller audio, int16 at 8 kHz
                   realtime:bool=False, # at speed 0, still in real time (a barge-in, so the server's reaction is timed)
