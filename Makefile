@@ -27,7 +27,7 @@ nbtest: $(VENV)/.installed
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: $(VENV)/.installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 4 --dist worksteal  # four at a time: most tests wait on a call in real time, not on the CPU
 
 # README.md from nbs/index.ipynb (the docs site's home page), without Quarto; `make sync` checks they agree.
 readme:

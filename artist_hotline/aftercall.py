@@ -4,10 +4,11 @@
 
 # %% ../nbs/07b_after_call.ipynb #13a73d90
 from __future__ import annotations
-import asyncio, logging, os
+import asyncio, contextlib, logging, os
 
 from .audio import SAMPLE_RATE, write_wav
 from .call import Call
+from .ops import short_of_room
 from .providers import ProviderError
 from .records import CallSink
 from .settings import Settings
@@ -58,9 +59,13 @@ async def wind_up(call: Call, # the call
     path, recorder = None, call.release()  # a finished call keeps its records, not its audio
     if recorder is not None and recorder.now and valid_sid(call.sid):
         path = os.path.join(s.recordings_dir, f'{call.sid}.wav')
-        try: await asyncio.get_running_loop().run_in_executor(None, write_wav, path, recorder.stereo(), SAMPLE_RATE)
+        try:
+            if (short := short_of_room('recordings', s.recordings_dir, s.min_free_mb)): raise OSError(short)  # the store needs the room more
+            await asyncio.get_running_loop().run_in_executor(None, write_wav, path, recorder.stereo(), SAMPLE_RATE)
         except Exception as e:  # an unwritable folder, a full disk: the call's end must be written all the same
-            log.error('call %s: recording not saved: %s', call.sid, e); path = None
+            log.error('call %s: recording not saved: %s', call.sid, e)
+            with contextlib.suppress(OSError): os.remove(path)  # no empty or cut WAV left behind
+            path = None
             await sink.event(record, 'recording_failed', {'error': str(e)[:300]})
     said = await summary(call, s.memory_chars or 600)
     found = await insights(call) if s.insights else None

@@ -164,7 +164,8 @@ async def run_demo(out: str | Path = 'out/demo', # folder for the call WAV, plot
     script = script or demo_script()
     async with contextlib.AsyncExitStack() as stack:
         local = dict(host='127.0.0.1', call=CallSettings(idle_reprompt_s=30, idle_hangup_s=60), record_calls=True,
-                     recordings_dir=str(out / 'recordings'), database_url=f'sqlite:///{out.resolve()}/calls.sqlite3')
+                     recordings_dir=str(out / 'recordings'), database_url=f'sqlite:///{out.resolve()}/calls.sqlite3',
+                     store_spill=str(out / 'calls-pending.jsonl'))
         settings = Settings(**local)
         if cloud:
             from artist_hotline.fakecloud import default_engines, running_fake_cloud

@@ -522,7 +522,7 @@ async def local_hotline(cloud:bool=False, # the cloud adapters against the fake 
     token = secrets.token_urlsafe(16)
     async with contextlib.AsyncExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix='eval-'))
-        local = dict(host='127.0.0.1', database_url=f'sqlite:///{tmp}/calls.sqlite3', calls_ui_token=token, recordings_dir=f'{tmp}/recordings')
+        local = dict(host='127.0.0.1', database_url=f'sqlite:///{tmp}/calls.sqlite3', store_spill=f'{tmp}/calls-pending.jsonl', calls_ui_token=token, recordings_dir=f'{tmp}/recordings')
         judge = {}
         if cloud:
             from artist_hotline.fakecloud import default_engines, running_fake_cloud

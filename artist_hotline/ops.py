@@ -4,20 +4,23 @@
 
 # %% ../nbs/14_ops.ipynb #be0d5938
 from __future__ import annotations
-import asyncio, contextvars, json, logging, sys
+import asyncio, contextvars, json, logging, shutil, sys
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.engine import make_url
 
 from .providers import paid
 from .records import CallSink, TurnRecord
+from .settings import Settings
 from .store import redact
 
 # %% auto #0
 __all__ = ['CALL_SID', 'STAGES', 'JsonFormatter', 'TextFormatter', 'Redacted', 'setup_logging', 'Metrics', 'Prices', 'SpendWatch',
-           'MetricsSink', 'init_sentry']
+           'MetricsSink', 'short_of_room', 'disk_problems', 'init_sentry']
 
 # %% ../nbs/14_ops.ipynb #76a0948a
 CALL_SID: contextvars.ContextVar[str] = contextvars.ContextVar('call_sid', default='')
@@ -186,6 +189,37 @@ class MetricsSink(CallSink):
         await self.inner.event(call, kind, detail)
     async def end_call(self, sid, **kw): await self.inner.end_call(sid, **kw)
     async def close_call(self, sid, outcome='completed'): await self.inner.close_call(sid, outcome)
+
+# %% ../nbs/14_ops.ipynb #f9b5c603
+def _nearest(path: Path) -> Path:
+    "The path, or its nearest ancestor that exists."
+    while not path.exists() and path != path.parent: path = path.parent
+    return path
+
+def short_of_room(what: str, # the place, as the reason names it
+                  folder: str | Path, # where it writes (measured at its nearest existing folder)
+                  min_free_mb: float, # MIN_FREE_MB
+                 ) -> str | None:
+    "Why `folder` cannot take more writes (short of free space, unreadable), or None when it can."
+    folder = Path(folder).absolute()
+    try: free = shutil.disk_usage(_nearest(folder)).free / 2**20
+    except OSError as e: return f'{what}: {folder} cannot be read ({e.strerror or e})'
+    return f'{what}: {free:.0f} MB free at {folder}, below MIN_FREE_MB={min_free_mb:g}' if free < min_free_mb else None
+
+def disk_problems(s: Settings, # where the store, the spill and the recordings are; MIN_FREE_MB
+                 ) -> dict[str, str]:
+    "Each place the server writes that is short of free space, or gone: {place: why}."
+    places, out = {}, {}
+    url = make_url(s.database_url)
+    if url.get_backend_name() == 'sqlite' and url.database not in (None, '', ':memory:'):
+        db = Path(url.database).absolute()
+        if not db.parent.is_dir(): out['call store'] = f'call store: its folder {db.parent} is gone'
+        else: places['call store'] = db.parent
+    if s.store_spill: places['store spill'] = Path(s.store_spill).absolute().parent
+    if s.record_calls: places['recordings'] = Path(s.recordings_dir)
+    for what, folder in places.items():
+        if (why := short_of_room(what, folder, s.min_free_mb)): out[what] = why
+    return out
 
 # %% ../nbs/14_ops.ipynb #dd2a5421
 def init_sentry(dsn: str, # SENTRY_DSN ('' : off)

@@ -17,7 +17,7 @@ from .aftercall import wind_up
 from .call import Call
 from .callsweb import add_calls_routes
 from .engines import Lines
-from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch
+from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
 from .records import CallSink
 from .store import Admission, Store, StoreSink
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
@@ -251,7 +251,7 @@ async def health(request: web.Request) -> web.Response:
     app, s = request.app, request.app[SETTINGS]
     turn, source = turn_report(s)
     open_calls, store = await _open_everywhere(app)
-    problems = app[LINES].problems + ([f'call store: {store}'] if store != 'ok' else [])
+    problems = app[LINES].problems + ([f'call store: {store}'] if store != 'ok' else []) + list(disk_problems(s).values())
     status = 'draining' if app[STATS]['draining'] else 'degraded' if problems else 'ok'
     return web.json_response({'status': status, 'problems': problems, 'version': artist_hotline.__version__, 'replica': app[REPLICA],
                               'open_calls': open_calls, 'open_calls_here': len(app[CALLS]), 'max_open_calls': call_limit(app),
@@ -263,13 +263,13 @@ async def health(request: web.Request) -> web.Response:
 
 # %% ../nbs/08_server.ipynb #aa4af9c9
 async def ready(request: web.Request) -> web.Response:
-    "Readiness: 200 when the store answers and takes writes, the engines are usable and the server is not draining; else 503 and why."
+    "Readiness: 200 when the store answers and takes writes, its disk has room, the engines are usable and the server is not draining; else 503 and why."
     app, reasons = request.app, []
     if app[STATS]['draining']: reasons.append('draining: the server is shutting down')
     try: await asyncio.wait_for(app[STORE].open_calls(), app[SETTINGS].store_timeout_s)
     except _STORE_DOWN as e: reasons.append(f'call store unreachable ({type(e).__name__})')
     if (why := getattr(app[SINK], 'last_error', '')): reasons.append(f'writes are not landing ({why}): {app[SINK].pending} wait')
-    reasons += app[LINES].problems
+    reasons += app[LINES].problems + list(disk_problems(app[SETTINGS]).values())
     return web.json_response({'status': 'not ready' if reasons else 'ready', 'reasons': reasons}, status=503 if reasons else 200)
 
 async def metrics(request: web.Request) -> web.Response:
@@ -459,7 +459,7 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None
-    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, secrets=s.secrets), app[METRICS], spend)
+    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, reserve_mb=s.store_spill_reserve_mb, secrets=s.secrets), app[METRICS], spend)
     app[SOCKETS], app[WIND_UPS] = weakref.WeakSet(), set()
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)

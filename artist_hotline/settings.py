@@ -193,6 +193,8 @@ class Settings(_Part):
     store_timeout_s: float = Field(2, gt=0) # the longest the webhook and the stream's start wait for the store
     store_queue: int = Field(10000, ge=100) # store writes held while the database is unreachable
     store_spill: str = 'calls-pending.jsonl' # writes still unwritten at shutdown are kept here, and written at the next start
+    store_spill_reserve_mb: float = Field(8, ge=0) # room kept for the spill while the server runs, so that a full disk still takes it
+    min_free_mb: float = Field(64, ge=0) # below this free space where the store, the spill or the recordings live, /ready fails and recordings stop
     heartbeat_s: float = Field(10, gt=0) # how often a replica says it is alive and closes calls nobody holds any more
     record_calls: bool = False # save each call as a stereo WAV (the caller hears a notice first)
     recordings_dir: str = 'recordings/calls' # where recordings go

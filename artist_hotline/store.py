@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_store.ipynb #1d5ca987
 from __future__ import annotations
-import asyncio, collections, functools, json, logging, re, unicodedata, uuid
+import asyncio, collections, functools, hashlib, json, logging, os, re, tempfile, unicodedata, uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,7 +19,7 @@ from .records import CallRecord, CallSink, TurnRecord
 __all__ = ['DEFAULT_URL', 'SCHEMA_VERSION', 'metadata', 'calls', 'TIMINGS', 'turns', 'events', 'refusals', 'replicas',
            'schema_version', 'MIGRATIONS', 'STAGES', 'log', 'WRITES', 'database_url', 'make_engine', 'utcnow',
            'migrate', 'latency_ms', 'is_anonymous', 'caller_key', 'Store', 'turn_row', 'plain_summary', 'Admission',
-           'redact', 'passing', 'StoreSink']
+           'redact', 'passing', 'StoreSink', 'SpillError']
 
 # %% ../nbs/12_store.ipynb #14ccfeec
 DEFAULT_URL = 'sqlite:///calls.sqlite3'
@@ -629,15 +629,17 @@ class StoreSink(CallSink):
     def __init__(self, store: Store, # the store (opened by the time `open` is awaited)
                  max_queue: int = 10_000, # writes held while the database is unreachable
                  spill: str | Path | None = None, # where unwritten writes go at shutdown (and are read from at the next start)
+                 reserve_mb: float = 8., # room kept for the spill from the start, so that a full disk still takes it
                  secrets: tuple = (), # values never to store (API keys, tokens)
                  timeout_s: float = 10., # deadline of one batch
                  batch: int = 200, # most writes in one transaction
                  retry_s: tuple = (0.2, 5.), # the first and the longest pause between attempts
                 ):
-        self.store, self.max_queue, self.spill, self.secrets = store, max_queue, Path(spill) if spill else None, tuple(secrets)
-        self.timeout_s, self.batch, self.retry_s = timeout_s, batch, retry_s
+        self.store, self.max_queue, self.spill, self.secrets = store, max_queue, Path(spill).absolute() if spill else None, tuple(secrets)
+        self.timeout_s, self.batch, self.retry_s, self.reserve_mb = timeout_s, batch, retry_s, reserve_mb
         self.queue: collections.deque = collections.deque() # (kind, sid, value), oldest first
         self.written = self.failures = self.dropped = 0 # writes landed; failed attempts; writes given up
+        self.spilled, self.lost = {}, 0 # at shutdown: writes kept per spill file; writes lost
         self.last_error, self._known, self._task, self._more = '', set(), None, asyncio.Event()
 
     @property
@@ -748,13 +750,51 @@ async def _run(self: StoreSink) -> None:
         if self.last_error: log.warning('store reachable again: %d writes wait', len(self.queue))
         self.last_error = ''
 
+class SpillError(RuntimeError):
+    "The spill file's folder cannot keep the room the spill needs."
+
+def _spills(self: StoreSink) -> tuple[Path, Path]:
+    "Where the spill goes: its own path, else the system's temporary folder (a name made from that path)."
+    tag = hashlib.sha1(str(self.spill).encode()).hexdigest()[:12]
+    return self.spill, Path(tempfile.gettempdir()) / f'artist-hotline-spill-{tag}.jsonl'
+
+def _reserve(self: StoreSink) -> Path:
+    "The file that keeps the spill's room."
+    return self.spill.with_name(self.spill.name + '.reserve')
+
+def _read_spill(path: Path) -> list:
+    "The writes in a spill file (a line cut short by a crash is skipped)."
+    kept = []
+    for line in path.read_text().splitlines():
+        try: kept.append(tuple(json.loads(line, object_hook=_json_hook)))
+        except ValueError: log.error('store: a spilled line in %s is unreadable and skipped: %.80s', path, line)
+    return kept
+
+def _keep_room(self: StoreSink) -> None:
+    "Allocate the spill's reserve now, or stop the start with a line saying why."
+    path, size = _reserve(self), int(self.reserve_mb * 2**20)
+    if not size: return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open('ab') as f: os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        raise SpillError(f'the store spill needs {self.reserve_mb:g} MB kept free at {path} (STORE_SPILL, STORE_SPILL_RESERVE_MB): {e.strerror or e}') from None
+
+def _free_room(self: StoreSink) -> None:
+    "Delete the reserve (gone already, or its folder with it: nothing to free)."
+    try: _reserve(self).unlink(missing_ok=True)
+    except OSError: pass
+
 async def _open(self: StoreSink) -> None:
-    "Start the writer; queue first what an earlier run spilled."
-    if self.spill is not None and self.spill.is_file():
-        kept = [tuple(json.loads(line, object_hook=_json_hook)) for line in self.spill.read_text().splitlines() if line.strip()]
-        self.queue.extendleft(reversed(kept))
-        self.spill.unlink()
-        log.warning('store: %d writes left unwritten by the last run are queued again (%s)', len(kept), self.spill)
+    "Keep the spill's room; queue first what an earlier run spilled; start the writer."
+    if self.spill is not None:
+        for path in _spills(self):
+            if not path.is_file(): continue
+            kept = _read_spill(path)
+            self.queue.extendleft(reversed(kept))
+            path.unlink()
+            log.warning('store: %d writes left unwritten by the last run are queued again (%s)', len(kept), path)
+        _keep_room(self)
     self._task = asyncio.create_task(self._run())
     self._more.set()
 
@@ -765,6 +805,31 @@ async def _flush(self: StoreSink, timeout: float = 10.) -> bool:
     while self.queue and loop.time() < end: await asyncio.sleep(0.02)
     return not self.queue
 
+def _append(path: Path, data: bytes) -> None:
+    "Append `data` to a file and make it durable; on failure, cut the file back to what it held."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open('ab') as f:
+        size = f.tell()
+        try:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        except OSError:
+            f.truncate(size); raise
+
+def _spill_queue(self: StoreSink) -> None:
+    "Write the queue to the spill file, in the room its reserve leaves; else to the temporary folder; count what is lost."
+    n, data = len(self.queue), ''.join(json.dumps(w, default=_json_default) + '\n' for w in self.queue).encode()
+    self.queue.clear()
+    if self.spill is None:
+        self.lost += n; log.error('store: %d writes could not be written and are lost (no spill file)', n); return
+    _free_room(self)  # the room kept for this moment
+    for path in _spills(self):
+        try: _append(path, data)
+        except OSError as e: log.error('store: %d writes could not be spilled to %s: %s', n, path, e.strerror or e); continue
+        self.spilled[str(path)] = self.spilled.get(str(path), 0) + n
+        log.error('store: %d writes could not be written to the database; kept in %s for the next start', n, path); return
+    self.lost += n
+    log.critical('store: %d writes are LOST: neither the database nor a spill file took them', n)
+
 async def _close_sink(self: StoreSink, timeout: float = 10.) -> None:
     "Let the queue drain for up to `timeout`, stop the writer, and spill what is left."
     if self._task is not None:
@@ -772,14 +837,8 @@ async def _close_sink(self: StoreSink, timeout: float = 10.) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
-    if self.queue:
-        if self.spill is None: log.error('store: %d writes could not be written and are lost (no spill file)', len(self.queue))
-        else:
-            self.spill.parent.mkdir(parents=True, exist_ok=True)
-            with self.spill.open('a') as f:
-                for w in self.queue: f.write(json.dumps(w, default=_json_default) + '\n')
-            log.error('store: %d writes could not be written; kept in %s for the next start', len(self.queue), self.spill)
-        self.queue.clear()
+    if self.queue: _spill_queue(self)
+    if self.spill is not None: _free_room(self)  # the room is kept while the sink is open
 
 async def _aenter(self: StoreSink) -> StoreSink:
     await self.open(); return self
