@@ -4,10 +4,11 @@
 
 # %% ../nbs/08_server.ipynb #73006b76
 from __future__ import annotations
-import asyncio, base64, collections, dataclasses, gc, hashlib, hmac, json, logging, math, os, re, secrets, socket, time, weakref
+import asyncio, base64, collections, contextlib, dataclasses, gc, hashlib, hmac, json, logging, math, os, re, resource, secrets, socket, time, weakref
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
+import aiohttp
 from aiohttp import web, WSMsgType, WSCloseCode
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -29,7 +30,7 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
            'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio', 'stream_key',
            'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback',
-           'health', 'ready', 'metrics', 'voice_stream', 'create_app', 'serve']
+           'health', 'ready', 'metrics', 'voice_stream', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -127,11 +128,14 @@ def _forbidden(request: web.Request) -> web.Response:
     return web.Response(status=403)
 
 def _refuse(request: web.Request, status: int, why: str) -> web.HTTPException:
-    "A client error (400, 408 or 413), with one line in the log."
+    "A client error (400, 408 or 413), or 503 for a body over the budget, with one line in the log; the connection is closed."
     log.warning('%d on %s %s from %s: %s', status, request.method, request.path, request.remote, why)
-    request.app[STATS]['bad_requests'] += 1
-    if status == 413: return web.HTTPRequestEntityTooLarge(request.app[SETTINGS].max_webhook_bytes, request.content_length or 0, text=why + '\n')
-    return {400: web.HTTPBadRequest, 408: web.HTTPRequestTimeout}[status](text=why + '\n')
+    request.app[STATS]['bad_requests' if status < 500 else 'bodies_refused'] += 1
+    if status == 413: e = web.HTTPRequestEntityTooLarge(request.app[SETTINGS].max_webhook_bytes, request.content_length or 0, text=why + '\n')
+    elif status == 503: e = web.HTTPServiceUnavailable(text=why + '\n', headers={'Retry-After': '1'})
+    else: e = {400: web.HTTPBadRequest, 408: web.HTTPRequestTimeout}[status](text=why + '\n')
+    e.force_close()  # what is left of the body is never read
+    return e
 
 async def webhook_form(request: web.Request, # a webhook from Twilio
                       ) -> dict:
@@ -139,9 +143,16 @@ async def webhook_form(request: web.Request, # a webhook from Twilio
     s = request.app[SETTINGS]
     if request.content_type != 'application/x-www-form-urlencoded':
         raise _refuse(request, 400, f'the body is {request.content_type!r}, not a form')
+    stats = request.app[STATS]
+    if stats['reading'] >= s.max_pending_bodies:
+        raise _refuse(request, 503, f'{stats["reading"]} webhook bodies are being read already (MAX_PENDING_BODIES)')
+    stats['reading'] += 1
     try: body = await asyncio.wait_for(request.read(), s.webhook_timeout_s)
     except asyncio.TimeoutError: raise _refuse(request, 408, f'the body did not arrive within {s.webhook_timeout_s:g} s') from None
     except web.HTTPRequestEntityTooLarge: raise _refuse(request, 413, f'the body is over {s.max_webhook_bytes} bytes') from None
+    except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as e:  # the sender went away mid-body
+        raise _refuse(request, 400, f'the body was cut short ({type(e).__name__})') from None
+    finally: stats['reading'] -= 1
     try: return dict(parse_qsl(body.decode('utf-8'), keep_blank_values=True, strict_parsing=bool(body)))
     except (UnicodeDecodeError, ValueError) as e: raise _refuse(request, 400, f'the body is not a form ({e})') from None
 
@@ -259,6 +270,7 @@ async def health(request: web.Request) -> web.Response:
                               'providers': app[LINES].providers.describe(), 'models': _models(app[LINES].providers), 'turn': turn, 'turn_source': source,
                               'signatures': 'checked' if s.twilio_auth_token else 'NOT CHECKED (no TWILIO_AUTH_TOKEN)',
                               'malformed_messages': app[STATS]['malformed'], 'calls_total': app[STATS]['calls'],
+                              'connections_refused': app[STATS]['connections_refused'], 'bodies_refused': app[STATS]['bodies_refused'],
                               'event_loop': type(asyncio.get_running_loop()).__module__.split('.')[0]})  # 'uvloop' under `serve`
 
 # %% ../nbs/08_server.ipynb #aa4af9c9
@@ -409,7 +421,7 @@ async def _engines(app: web.Application):
     await lines.close()
 
 async def _drain(app: web.Application):
-    "Stop taking calls; let open calls say goodbye; close their sockets."
+    "Stop taking calls; let open calls say goodbye; close their sockets (again: nothing left to do)."
     app[STATS]['draining'] = True
     calls = list(app[CALLS].values())
     if calls:
@@ -476,10 +488,42 @@ async def _freeze(app: web.Application):
     "Put everything loaded at start-up out of the garbage collector's sight."
     gc.collect(); gc.freeze()
 
+def connection_budget(max_connections: int = 0, # MAX_CONNECTIONS (0: from the descriptor limit)
+                     ) -> int:
+    "Open connections the server holds at most: what the descriptor limit (raised to its hard limit where allowed) leaves room for."
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft < want:
+        try: resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard)); soft = want
+        except (ValueError, OSError): pass
+    room = max(32, (soft - 256) * 3 // 4)  # a quarter, and 256, for files, the store, the providers' sockets, the accept burst
+    return min(max_connections, room) if max_connections else room
+
+class BudgetSite(web.TCPSite):
+    "A TCP site that closes a new connection at once, before a byte is read, while `limit` connections are open."
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int, **kwargs):
+        super().__init__(runner, host, port, **kwargs)
+        self.limit = limit
+
+    async def start(self):
+        await web.BaseSite.start(self)
+        server, stats = self._runner.server, self._runner.app[STATS]
+        def protocol():
+            if len(server.connections) < self.limit: return server()
+            stats['connections_refused'] += 1
+            if stats['connections_refused'] % 1000 == 1: log.warning('%d connections open, the budget (MAX_CONNECTIONS): new ones are closed', self.limit)
+            return _Closed()
+        self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port, backlog=self._backlog,
+                                                                       reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+class _Closed(asyncio.Protocol):
+    "A connection over the budget: closed as soon as it is made."
+    def connection_made(self, transport): transport.abort()
+
 def serve(settings: Settings | None = None, # configuration (None: from the environment)
           app: web.Application | None = None, # the app to run (None: `create_app(settings)`)
          ) -> None:
-    "Run the hotline server until interrupted (`artist-hotline serve`)."
+    "Run the hotline server until SIGINT or SIGTERM (`artist-hotline serve`), within its connection budget."
     s = settings or Settings.from_env()
     app = create_app(s) if app is None else app
     app.on_startup.append(_freeze)  # runs once the engines and the store are up
@@ -489,5 +533,28 @@ def serve(settings: Settings | None = None, # configuration (None: from the envi
             import uvloop
             loop = uvloop.new_event_loop()
         except ImportError: log.warning('uvloop is not installed: running on the asyncio event loop')
-    log.info('artist-hotline %s serving on http://%s:%d (Ctrl+C stops it)', artist_hotline.__version__, s.host, s.port)
-    web.run_app(app, host=s.host, port=s.port, shutdown_timeout=s.shutdown_timeout_s, access_log=None, loop=loop, print=None)  # one log, no banner
+    loop = loop or asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    limit = connection_budget(s.max_connections)
+    log.info('artist-hotline %s serving on http://%s:%d, at most %d connections (Ctrl+C stops it)', artist_hotline.__version__, s.host, s.port, limit)
+    # a refused body's rest is read (lingering) for 1 s at most, not aiohttp's 10 s: its descriptor comes back soon
+    runner = web.AppRunner(app, handle_signals=True, access_log=None, shutdown_timeout=s.shutdown_timeout_s, lingering_time=1.0)
+    async def main():
+        await runner.setup()
+        await BudgetSite(runner, s.host, s.port, limit).start()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    task = loop.create_task(main())
+    try: loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt): pass
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError): loop.run_until_complete(task)
+        if runner.server is not None:  # the calls say goodbye while the site still answers: /ready fails, /voice hears "shutting down"
+            with contextlib.suppress(web.GracefulExit): loop.run_until_complete(_drain(app))  # a second signal cuts it short
+        loop.run_until_complete(runner.cleanup())  # the site closed, then the store flushed and the engines closed
+        rest = asyncio.all_tasks(loop)
+        for t in rest: t.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

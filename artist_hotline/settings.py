@@ -161,6 +161,8 @@ class Settings(_Part):
     start_timeout_s: float = Field(5, gt=0) # a stream that sends no `start` within this is closed
     webhook_timeout_s: float = Field(5, gt=0) # a webhook body not read within this is refused (408)
     max_webhook_bytes: int = Field(65536, ge=1024) # a larger webhook body is refused (413)
+    max_pending_bodies: int = Field(64, ge=1) # webhook bodies read at once (before a signature can be checked); more are refused (503)
+    max_connections: int = Field(0, ge=0) # open connections at most; more are closed at once (0: from the descriptor limit, leaving room for calls' own sockets)
     max_frame_bytes: int = Field(65536, ge=1024) # larger WebSocket frames are dropped
     shutdown_timeout_s: float = Field(15, ge=0) # time open calls get to say goodbye on shutdown
     replica: str = '' # this server's name in the shared store ('': host name and process id)

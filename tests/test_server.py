@@ -228,3 +228,16 @@ async def test_without_a_token_a_local_proxy_relaying_an_outside_caller_is_refus
     relayed = await client.post('/voice', data=form | {'CallSid': 'CA' + '2' * 32}, headers={'X-Forwarded-For': '203.0.113.9'})
     assert ok.status == 200 and '<Connect>' in await ok.text()
     assert relayed.status == 403
+
+
+async def test_a_body_cut_short_is_one_line_in_the_log(hotline, caplog):
+    server, app, base = await hotline()
+    for _ in range(3):
+        r, w = await asyncio.open_connection(server.host, server.port)
+        w.write(b'POST /voice HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\nCallSid=CA')
+        await w.drain(); w.close()
+    for _ in range(100):
+        if app[STATS]['bad_requests'] == 3: break
+        await asyncio.sleep(0.02)
+    cut = [r for r in caplog.records if 'cut short' in r.getMessage()]
+    assert len(cut) == 3 and not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records]
