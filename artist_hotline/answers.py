@@ -255,17 +255,24 @@ async def _confirm(self: Bot, ans: Answer, u: Utterance, final: asyncio.Task) ->
 
 # %% ../nbs/06c_answers.ipynb #a0c1e030
 @patch
-def barge_in(self: Bot, why: str, # why the call decided the caller interrupts
-            ) -> None:
-    "The caller talks over the bot: stop it, and remember only what was heard."
+def stop(self: Bot, why: str, # why the bot stops talking
+         outcome: str, # the cut turns' outcome, and the event's kind: 'barge_in', 'cut_off'
+        ) -> None:
+    "Stop talking at once; the turns cut remember only what was heard."
     cut = self.playout.clear()
     if self.reply is not None and self.reply.running:
         self.reply.task.cancel()
         if not any(r is self.reply.rec for r in cut): cut.append(self.reply.rec)
     for rec in cut:
-        rec.interrupted, rec.outcome = True, 'barge_in'
+        rec.interrupted, rec.outcome = True, outcome
         self._finish(rec)
-    self.record.event('barge_in', why=why, turns=[r.index for r in cut], heard=' | '.join(r.heard_text for r in cut)[:300])
+    self.record.event(outcome, why=why, turns=[r.index for r in cut], heard=' | '.join(r.heard_text for r in cut)[:300])
+
+@patch
+def barge_in(self: Bot, why: str, # why the call decided the caller interrupts
+            ) -> None:
+    "The caller talks over the bot: stop it, and remember only what was heard."
+    self.stop(why, 'barge_in')
 
 # %% ../nbs/06c_answers.ipynb #a0c1e033
 @patch

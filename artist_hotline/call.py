@@ -126,7 +126,7 @@ async def run(self: Call) -> None:
             await asyncio.sleep(0.1)
             now = self.clock()
             if now >= s.max_call_s: return await self.end('maximum call length')
-            if bot.busy or tt.speaking: continue
+            if bot.busy or tt.speaking or self.record.end_reason: continue  # an ending call (`end`) asks nothing more
             if now - tt.spoke_at >= s.idle_hangup_s: return await self.end('caller silent')
             if now - max(tt.spoke_at, bot.playout.played_at) >= s.idle_reprompt_s and reprompted < tt.spoke_at:
                 reprompted = now
@@ -137,9 +137,9 @@ async def run(self: Call) -> None:
 
 @patch
 async def end(self: Call, why: str) -> None:
-    "Say goodbye, wait for it to play, and hang up (the call is then closed by its socket or by `close`)."
+    "Stop talking, say goodbye, wait for it to play, and hang up (the call is then closed by its socket or by `close`)."
     self.record.end_reason = why
-    if (r := self.bot.reply) is not None and r.running: r.task.cancel()
+    if self.bot.busy or self.bot.playout.waiting(): self.bot.stop(why, 'cut_off')  # the goodbye is heard now, not after what Twilio buffered; the cut turn keeps what was heard
     await self.bot.line('goodbye', self.bot.memory.persona.goodbye, wait=True)
     if self._hangup is not None:
         try: await self._hangup()

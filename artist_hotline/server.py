@@ -30,7 +30,8 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
            'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio', 'stream_key',
            'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback',
-           'health', 'ready', 'metrics', 'voice_stream', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
+           'health', 'ready', 'metrics', 'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite',
+           'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -420,8 +421,8 @@ async def _engines(app: web.Application):
     yield
     await lines.close()
 
-async def _drain(app: web.Application):
-    "Stop taking calls; let open calls say goodbye; close their sockets (again: nothing left to do)."
+async def drain(app: web.Application):
+    "Stop taking calls; let open calls say goodbye; close their sockets (again: nothing left to do). Before the runner's cleanup: from then on aiohttp reads no socket."
     app[STATS]['draining'] = True
     calls = list(app[CALLS].values())
     if calls:
@@ -476,7 +477,7 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)
     app.cleanup_ctx.extend([_store, _engines])
-    app.on_shutdown.append(_drain)
+    app.on_shutdown.append(drain)  # under a plain runner; `serve` drains first, while marks can still come back
     app.add_routes([web.post('/voice', voice), web.get('/voice-stream', voice_stream),
                     web.post('/stream-status', status_callback), web.post('/call-status', status_callback),
                     web.get('/health', health), web.get('/ready', ready), web.get('/metrics', metrics),
@@ -551,7 +552,7 @@ def serve(settings: Settings | None = None, # configuration (None: from the envi
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError): loop.run_until_complete(task)
         if runner.server is not None:  # the calls say goodbye while the site still answers: /ready fails, /voice hears "shutting down"
-            with contextlib.suppress(web.GracefulExit): loop.run_until_complete(_drain(app))  # a second signal cuts it short
+            with contextlib.suppress(web.GracefulExit): loop.run_until_complete(drain(app))  # a second signal cuts it short
         loop.run_until_complete(runner.cleanup())  # the site closed, then the store flushed and the engines closed
         rest = asyncio.all_tasks(loop)
         for t in rest: t.cancel()

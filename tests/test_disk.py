@@ -67,3 +67,38 @@ async def test_disk_full_then_stop_keeps_every_finished_turn(small_disk, aiohttp
     assert [t['caller_text'] for t in kept['turns'] if t['kind'] == 'reply'] == said
     assert all(t['outcome'] != 'pending' for t in kept['turns']) and kept['ended_at'] is not None
     await again.close()
+
+
+async def test_a_recording_that_cannot_be_written_leaves_no_file(small_disk):
+    "A full disk (and no MIN_FREE_MB guard): the WAV fails mid-write and is removed, the call's end is kept."
+    from artist_hotline.aftercall import wind_up
+    from artist_hotline.call import Call
+    from artist_hotline.persona import load_persona
+    from artist_hotline.records import CallSink
+    from artist_hotline.twilio import Start
+
+    class Ends(CallSink):
+        def __init__(self): self.got = []
+        async def event(self, call, kind, detail): self.got.append(kind)
+        async def end_call(self, sid, **kw): self.got.append(('end', kw['recording']))
+    call = Call(Start('MZ1', 'CA' + '3' * 32), Providers(EchoSTT(), CannedLLM('Blue.'), ToneTTS()), load_persona(), send=None, record=True)
+    for _ in range(500): call.recorder.heard(b'\xff' * 160)  # 10 s of audio: a WAV of about 320 kB
+    (small_disk / 'rec').mkdir()
+    fill(small_disk / 'filler')
+    sink = Ends()
+    await wind_up(call, asyncio.create_task(asyncio.sleep(0)), 'caller hung up',
+                  Settings(recordings_dir=str(small_disk / 'rec'), min_free_mb=0, insights=False), sink)
+    assert sink.got == ['recording_failed', ('end', None)] and list((small_disk / 'rec').iterdir()) == []
+
+
+async def test_a_removed_database_folder_fails_ready(tmp_path, aiohttp_server, aiohttp_client):
+    (tmp_path / 'db').mkdir()
+    s = Settings(database_url=f'sqlite:///{tmp_path}/db/calls.sqlite3', store_spill=str(tmp_path / 'pending.jsonl'))
+    client = await aiohttp_client(await aiohttp_server(create_app(s, providers=Providers(EchoSTT(), CannedLLM(), ToneTTS()))))
+    assert (await client.get('/ready')).status == 200
+    for f in (tmp_path / 'db').iterdir(): f.unlink()
+    (tmp_path / 'db').rmdir()  # the store's file is unlinked while the server holds it open
+    r = await client.get('/ready')
+    assert r.status == 503 and any('is gone' in why for why in (await r.json())['reasons'])
+    health = await (await client.get('/health')).json()
+    assert health['status'] == 'degraded' and any('is gone' in p for p in health['problems'])

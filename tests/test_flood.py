@@ -94,3 +94,8 @@ async def test_a_draining_server_still_answers_the_webhook(tmp_path):
         if not signalled: proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, out[-3000:]
+    from artist_hotline.store import Store
+    async with Store(env['DATABASE_URL']) as store:
+        kept = await store.get_call(stream.call_sid)
+    goodbye = kept['turns'][-1]
+    assert goodbye['kind'] == 'goodbye' and goodbye['heard_text'] == goodbye['reply_text'], goodbye  # its marks came back before the socket closed

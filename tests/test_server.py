@@ -5,7 +5,7 @@ from aiohttp import WSServerHandshakeError
 from twilio.request_validator import RequestValidator
 
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
-from artist_hotline.server import create_app, FINISHED, CALLS, STATS
+from artist_hotline.server import create_app, drain, FINISHED, CALLS, STATS
 from artist_hotline.settings import CallSettings, Settings
 from conftest import voiced
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call, twilio_signature
@@ -156,6 +156,30 @@ async def test_shutdown_with_call_open_says_goodbye(hotline):
     assert call.turns[-1].kind == 'goodbye' and call.record.end_reason == 'server shutting down'
     assert call.ended.is_set() and stream.ended_by == 'server'
     assert len(stream.playback.audio) > heard_before  # the caller heard the goodbye
+
+
+async def test_shutdown_mid_line_cuts_it_and_the_goodbye_is_heard_and_stored(hotline, tmp_path):
+    from artist_hotline.store import Store
+    db = f'sqlite:///{tmp_path}/calls.sqlite3'
+    server, app, base = await hotline(database_url=db, call=CallSettings(idle_reprompt_s=1.0, idle_hangup_s=30))
+    stream = await dial(base, speed=1)
+    await stream.wait_reply(0, 10, 0.3, 30)
+    call = next(iter(app[CALLS].values()))
+    line = asyncio.create_task(stream.fill(30.0, waiting=True))
+    for _ in range(200):  # the reprompt has begun
+        if any(k == 'reprompt' for _, k, _ in call.events): break
+        await asyncio.sleep(0.01)
+    await drain(app)  # as `serve` does on SIGTERM: before aiohttp's shutdown stops reading the socket
+    await server.close()
+    await asyncio.gather(line, return_exceptions=True); await stream.close()
+    kinds = [(t.kind, t.outcome) for t in call.turns]
+    assert kinds == [('greeting', 'replied'), ('reprompt', 'cut_off'), ('goodbye', 'replied')], kinds
+    assert call.turns[-1].heard_text == call.turns[-1].reply_text  # the goodbye played whole, and its marks came back
+    events = [k for _, k, _ in call.events]
+    assert 'reprompt' not in events[events.index('cut_off'):]
+    async with Store(db) as store:
+        kept = await store.get_call(call.sid)
+    assert kept['turns'][-1]['heard_text'] == call.turns[-1].reply_text
 
 
 def test_serve_runs_on_uvloop_and_freezes_start_up(tmp_path):
