@@ -8,7 +8,7 @@ import soundfile as sf
 from artist_hotline.insights import INSIGHTS_PROMPT
 from artist_hotline.notify import TWILIO_SENT, fake_twilio_api
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
-from artist_hotline.server import FINISHED, STORE, create_app
+from artist_hotline.server import CALLS, FINISHED, SINK, STORE, WIND_UPS, create_app
 from artist_hotline.settings import CallSettings, Settings
 from conftest import voiced
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call
@@ -34,6 +34,14 @@ def last_reply_prompt(llm):
     return [p for p in llm.prompts if not p[0]['content'].startswith(('Summarise', INSIGHTS_PROMPT))][-1][0]['content']
 
 
+async def settled(app):
+    "Wait for the calls to be over and wound up (recording, summary, the end written) and the store's queue to land: the events, not a time."
+    for _ in range(1000):
+        if not app[CALLS] and not app[WIND_UPS]: break
+        await asyncio.sleep(0.02)
+    assert not app[CALLS] and not app[WIND_UPS] and await app[SINK].flush(10)
+
+
 async def one_call(base, n=1, caller='+15551112222', **kw):
     return await simulate_call(base, [Step(pcm=voiced(0.8, i), pause_s=0.2) for i in range(n)], speed=0, from_=caller, **kw)
 
@@ -41,7 +49,7 @@ async def one_call(base, n=1, caller='+15551112222', **kw):
 async def test_calls_are_stored_and_served(hotline):
     app, base, llm = await hotline(record_calls=True)
     sim = await one_call(base, 2)
-    await asyncio.sleep(0.2)
+    await settled(app)
     store = app[STORE]
     (row,) = await store.list_calls()
     assert row['sid'] == sim.call_sid and row['caller'] == '+15551112222' and row['ended_at'] is not None
@@ -64,7 +72,7 @@ async def test_calls_api_needs_the_token(hotline):
     import aiohttp
     app, base, _ = await hotline(record_calls=True)
     sim = await one_call(base)
-    await asyncio.sleep(0.2)
+    await settled(app)
     auth = {'Authorization': f'Bearer {UI_TOKEN}'}
     async with aiohttp.ClientSession() as http:
         assert (await http.get(f'{base}/calls')).status == 401
@@ -87,7 +95,7 @@ async def test_calls_ui_closed_without_a_token(hotline):
 async def test_returning_caller_is_remembered(hotline):
     app, base, llm = await hotline()
     await one_call(base, 1, caller='+15553334444')
-    await asyncio.sleep(0.2)
+    await settled(app)
     await one_call(base, 1, caller='+15553334444')
     system = last_reply_prompt(llm)
     assert 'You spoke with this caller before' in system and 'boats' in system.lower()
@@ -98,7 +106,7 @@ async def test_returning_caller_is_remembered(hotline):
 async def test_memory_across_calls_can_be_switched_off(hotline):
     app, base, llm = await hotline(memory_chars=0)
     await one_call(base, 1, caller='+15553334444')
-    await asyncio.sleep(0.2)
+    await settled(app)
     await one_call(base, 1, caller='+15553334444')
     assert 'spoke with this caller before' not in last_reply_prompt(llm)
 
@@ -125,7 +133,7 @@ async def test_cap_on_open_calls(hotline):
         twiml = await (await http.post(f'{base}/voice', data={'CallSid': 'CA2', 'From': '+15551230002'})).text()
     assert '<Hangup />' in twiml
     await stream.stop(); await stream.close()
-    await asyncio.sleep(0.2)
+    await settled(app)
     async with aiohttp.ClientSession() as http:
         twiml = await (await http.post(f'{base}/voice', data={'CallSid': 'CA3', 'From': '+15551230002'})).text()
     assert '<Connect>' in twiml  # the first call ended: room again
@@ -142,8 +150,11 @@ async def test_sms_summary_at_call_end(hotline, twilio_rest):
     app, base, _ = await hotline(notify_sms_to='+15550009999', notify_sms_from='+15550000001', twilio_account_sid='AC' + '1' * 32,
                                  twilio_auth_token='rest-token', twilio_api_base=api)
     sim = await one_call(base, 1, auth_token='rest-token')
-    await asyncio.sleep(0.3)
-    (sms,) = [m for m in rest[TWILIO_SENT] if m.get('To') == '+15550009999']
+    sent = lambda: [m for m in rest[TWILIO_SENT] if m.get('To') == '+15550009999']
+    for _ in range(600):  # the text goes out once the call's end is written: wait for it, not for a time
+        if sent(): break
+        await asyncio.sleep(0.05)
+    (sms,) = sent()
     assert '+15551112222' in sms['Body'] and 'boats' in sms['Body'].lower()
     assert sim.turns[0].latency_s is not None
 
@@ -153,8 +164,10 @@ async def test_sms_failure_is_recorded_and_harmless(hotline, twilio_rest):
     app, base, _ = await hotline(notify_sms_to='+15550009999', notify_sms_from='+15550000001', twilio_account_sid='AC' + '2' * 32,
                                  twilio_auth_token='rest-token', twilio_api_base=api)  # an account the API does not know
     sim = await one_call(base, 1, auth_token='rest-token')
-    await asyncio.sleep(0.3)
-    call = await app[STORE].get_call(sim.call_sid)
+    for _ in range(600):  # the failure is recorded once the call's end is written: wait for it, not for a time
+        call = await app[STORE].get_call(sim.call_sid)
+        if call and any(e['kind'] == 'sms_failed' for e in call['events']) and call['ended_at'] is not None: break
+        await asyncio.sleep(0.05)
     assert any(e['kind'] == 'sms_failed' for e in call['events']) and call['ended_at'] is not None
     assert sim.turns[0].latency_s is not None
 
@@ -167,7 +180,7 @@ async def test_rest_hangup_when_credentials_exist(hotline, twilio_rest):
     with pytest.raises(Hangup):
         for _ in range(500): await stream.fill(0.02, waiting=True)
     await stream.close()
-    await asyncio.sleep(0.2)
+    await settled(app)
     (update,) = [m for m in rest[TWILIO_SENT] if m.get('Status') == 'completed']
     assert update.get('CallSid', stream.call_sid) == stream.call_sid
     assert app[FINISHED][-1].record.end_reason == 'caller silent'
@@ -177,7 +190,7 @@ async def test_rest_hangup_when_credentials_exist(hotline, twilio_rest):
 async def test_calls_page_in_chromium_lists_a_simulated_call(hotline):
     app, base, _ = await hotline(record_calls=True)
     sim = await one_call(base, 2)
-    await asyncio.sleep(0.2)
+    await settled(app)
     dom = await chromium(f'{base}/calls/ui?token={UI_TOKEN}', '--dump-dom')
     assert sim.call_sid in dom and 'i paint boats' in dom
     assert f'/calls/{sim.call_sid}/recording.wav"' in dom.replace('&amp;', '&')
