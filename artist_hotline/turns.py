@@ -293,10 +293,13 @@ BACKCHANNEL_PHRASES = ('i see', 'got it', 'uh huh', 'uh-huh', 'mm hmm', 'mm-hmm'
 INTERRUPTING_WORDS = set("""wait stop no nope sorry excuse pardon hold hang actually what why how when where who which but hey
 listen question repeat again slow""".split())
 
+_SPELLED = re.compile(r'\b[a-z](?:-[a-z])+\b')
+
 def backchannel(words: str, # what the caller said over the bot
                ) -> bool:
-    "Are these words only an acknowledgement ('yeah', 'okay', 'mm-hmm', 'I see', a laugh)?"
-    t = ' ' + ' '.join(_WORD.findall(words.lower().replace('-', ' '))) + ' '
+    "Are these words only an acknowledgement ('yeah', 'okay', 'mm-hmm', 'I see', a laugh, a hesitation)?"
+    spelled = _SPELLED.sub(lambda m: m.group().replace('-', ''), words.lower())  # Whisper writes "er" as "E-R", "hmm" as "H-M-M"
+    t = ' ' + ' '.join(_WORD.findall(spelled.replace('-', ' '))) + ' '
     for p in BACKCHANNEL_PHRASES: t = t.replace(' ' + p.replace('-', ' ') + ' ', ' ')
     rest = t.split()
     return bool(_WORD.findall(words.lower())) and all(w in BACKCHANNEL_WORDS for w in rest)
