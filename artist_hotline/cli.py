@@ -47,10 +47,15 @@ async def _server_side(url: str, sid: str, token: str) -> dict:
 
 def _simulate(a):
     from artist_hotline.offline import CALLER_VOICE
-    from artist_hotline.simulate import Step, simulate_call
-    script = [Step(text=t, pause_s=a.pause) for t in a.say] + [Step(wav=w, pause_s=a.pause) for w in a.wav]
+    from artist_hotline.simulate import SimError, Step, simulate_call
+    script = [Step(text=v, pause_s=a.pause) if kind == 'say' else Step(wav=v, pause_s=a.pause) for kind, v in a.utterances]
     if a.barge_in_after is not None and script: script[-1].barge_in_after_s = a.barge_in_after
-    r = asyncio.run(simulate_call(a.url, script, auth_token=a.auth_token, speed=a.speed, voice=CALLER_VOICE))
+    public = dict(signed_url=a.public_url.rstrip('/') + '/voice', ws_url='server') if a.public_url else {}
+    try: r = asyncio.run(simulate_call(a.url, script, auth_token=a.auth_token, speed=a.speed, voice=CALLER_VOICE, **public))
+    except SimError as e:
+        if ' 403' in str(e) and a.auth_token and not a.public_url:
+            raise SimError(f'{e}: the signature covers the URL Twilio was given; if the server has PUBLIC_URL set, pass it as --public-url') from None
+        raise
     if a.calls_token:
         from types import SimpleNamespace
         from artist_hotline.demo import format_table, latency_table
@@ -117,6 +122,11 @@ def _clone_voice(a):
     print(f'voice {a.name!r} cloned: {vid}; written into {path}')
 
 # %% ../nbs/13_cli.ipynb #75258baf
+class _Utterance(argparse.Action):
+    "`--say` and `--wav` into one list, `utterances`, in the order they were given: (kind, value)."
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.utterances = [*namespace.utterances, (self.dest, value)]
+
 def parser() -> argparse.ArgumentParser:
     "The `artist-hotline` argument parser."
     p = argparse.ArgumentParser(prog='artist-hotline', description='A phone line where callers talk with an AI persona of an artist.')
@@ -136,15 +146,16 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_demo)
     s = sub.add_parser('simulate', help='phone a running hotline as Twilio would')
     s.add_argument('url', help='the server, e.g. http://127.0.0.1:8080')
-    s.add_argument('--say', action='append', default=[], help='an utterance spoken with eSpeak NG (repeatable)')
-    s.add_argument('--wav', action='append', default=[], help='an utterance from a sound file (repeatable)')
+    s.add_argument('--say', action=_Utterance, help='an utterance spoken with eSpeak NG (repeatable; --say and --wav are said in the order given)')
+    s.add_argument('--wav', action=_Utterance, help='an utterance from a sound file (repeatable)')
     s.add_argument('--pause', type=float, default=1.0, help='seconds of silence after each reply')
     s.add_argument('--barge-in-after', type=float, help='the last utterance interrupts the bot this many seconds into its reply')
     s.add_argument('--auth-token', help='sign the requests as Twilio would')
+    s.add_argument('--public-url', help="the server's PUBLIC_URL, when it has one: the signatures cover it, as Twilio's do")
     s.add_argument('--speed', type=float, default=1.0)
     s.add_argument('--out', help='write the call as a stereo WAV here')
     s.add_argument('--calls-token', help="the server's CALLS_UI_TOKEN: print both sides of the conversation from its record")
-    s.set_defaults(fn=_simulate)
+    s.set_defaults(fn=_simulate, utterances=[])
     s = sub.add_parser('fake-cloud', help='local fake OpenAI + ElevenLabs endpoints for the official SDKs')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=8765)
     s.add_argument('--profile', default='typical', choices=['instant', 'typical', 'slow'])
