@@ -23,7 +23,7 @@ from .records import CallSink
 from .store import Admission, Store, StoreSink
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
 from .providers import Providers
-from .settings import Settings, turn_report
+from .settings import Settings, turn_overrides, turn_report
 from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
@@ -418,6 +418,7 @@ async def _engines(app: web.Application):
     await lines.open()
     log.info('persona %r; engines: %s; turn-taking: %s', lines.persona.name, json.dumps(lines.providers.describe()), json.dumps(turn_report(s)[0]))
     for problem in lines.problems: log.error('degraded: %s', problem)
+    for line in turn_overrides(s): log.warning('turn-taking: %s', line)
     yield
     await lines.close()
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 # %% auto #0
 __all__ = ['OPENAI_URL', 'ELEVENLABS_URL', 'ENV_NAMES', 'DetectorSettings', 'VoicingSettings', 'WordsSettings',
            'VoiceModelSettings', 'TurnSettings', 'SettingsError', 'turn_toml', 'read_turn_toml', 'CallSettings',
-           'Settings', 'env_names', 'settings_errors', 'turn_report']
+           'Settings', 'env_names', 'settings_errors', 'turn_report', 'turn_overrides']
 
 # %% ../nbs/01a_settings.ipynb #2b82ef6f
 OPENAI_URL = 'https://api.openai.com/v1'
@@ -222,6 +222,7 @@ class Settings(_Part):
     sentry_environment: str = 'production' # the environment Sentry files them under
     uvloop: bool = True # `serve` runs on uvloop when it is installed
     _origin: dict = PrivateAttr(default_factory=dict) # where `from_env` found each value, by variable name
+    _overridden: dict = PrivateAttr(default_factory=dict) # TURN_CONFIG values a variable replaced: {name: (file's value, variable's)}
 
     @field_validator('public_url')
     @classmethod
@@ -312,13 +313,15 @@ def _from_env(cls, environ: Mapping[str, str] | None = None, # variables (None: 
         for name, path in ENV_NAMES.items():
             if path[:2] == ('call', 'turn') and (v := _get({'call': {'turn': read_turn_toml(turn_file)}}, path)) is not None:
                 _put(tree, path, v); origin[name] = 'TURN_CONFIG'
+    overridden = {}
     for name, v in given.items():
+        if origin.get(name) == 'TURN_CONFIG': overridden[name] = (_get(tree, ENV_NAMES[name]), v)
         _put(tree, ENV_NAMES[name], v)
         origin[name] = 'environment' if (env.get(name) or '').strip() else '.env'
     for k, v in values.items(): tree[k] = v; origin[k.upper()] = 'argument'
     try: s = cls.model_validate(tree)
     except ValidationError as e: raise SettingsError([_explain(err, given, turn_file) for err in e.errors()]) from None
-    s._origin = origin
+    s._origin, s._overridden = origin, overridden
     return s
 
 def _explain(err: dict, given: dict, turn_file: str) -> str:
@@ -344,8 +347,15 @@ def settings_errors(environ: Mapping[str, str], # variables to check
 # %% ../nbs/01a_settings.ipynb #5ff391a1
 def turn_report(s: Settings, # settings made by `from_env` (or directly)
                ) -> tuple[dict, dict]:
-    "The active turn-taking settings as in `turn.toml`, and where they came from."
+    "The active turn-taking settings as in `turn.toml`, and where they came from (and which of the file's a variable overrode)."
     origin = s._origin
     src = {'file': s.turn_config or None}
     src |= {name: origin[name] for name, path in ENV_NAMES.items() if path[:2] == ('call', 'turn') and name in origin}
+    if s._overridden: src['overridden'] = {name: {'turn.toml': old, origin[name]: new} for name, (old, new) in s._overridden.items()}
     return s.call.turn.model_dump(), src
+
+def turn_overrides(s: Settings, # settings made by `from_env`
+                  ) -> list[str]:
+    "One line per `turn.toml` value that a variable overrode, naming both (`serve` logs them: a tuned file silently undone is a lost result)."
+    return [f'{name}={new} from the {s._origin[name]} overrides {".".join(ENV_NAMES[name][2:])} = {old!r} in {s.turn_config}'
+            for name, (old, new) in s._overridden.items()]

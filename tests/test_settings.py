@@ -117,21 +117,31 @@ def test_calibrate_a_plain_folder_then_serve_what_it_chose(tmp_path):
     for name in ('levels.png', 'frame_pr.png', 'tradeoff.png', 'calibration_grid.csv', 'calibration_summary.csv', 'recordings.csv'):
         assert (out / name).stat().st_size > 100, name
 
-    port = free_port()
-    env = clean_env(HOST='127.0.0.1', PORT=str(port), TURN_CONFIG=str(out / 'turn.toml'), DATABASE_URL=f'sqlite:///{tmp_path}/calls.sqlite3')
-    proc = subprocess.Popen(CLI + ['serve'], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(300):
-            try:
-                health = json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).read())
-                break
-            except OSError: time.sleep(0.1)
-        else: raise AssertionError(proc.stdout.read1().decode())
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-    assert health['turn'] == chosen
+    # the README's steps: .env copied from .env.example, TURN_CONFIG filled in, `serve` from that folder
+    env_file = (ROOT / '.env.example').read_text().replace('\nTURN_CONFIG=\n', f'\nTURN_CONFIG={out}/turn.toml\n')
+    (tmp_path / '.env').write_text(env_file)
+    def serve(**more):
+        port = free_port()
+        proc = subprocess.Popen(CLI + ['serve'], env=clean_env(HOST='127.0.0.1', PORT=str(port), **more), cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(300):
+                try:
+                    health = json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).read())
+                    break
+                except OSError: time.sleep(0.1)
+            else: raise AssertionError(proc.stdout.read1().decode())
+        finally:
+            proc.send_signal(signal.SIGINT)
+            log = proc.communicate(timeout=30)[0].decode()
+        assert proc.returncode == 0, log
+        return health, log
+    health, log = serve()
+    assert health['turn'] == chosen and 'overrides' not in log
     assert health['turn_source'] == {'file': str(out / 'turn.toml')} | {n: 'TURN_CONFIG' for n, p in ENV_NAMES.items() if p[:2] == ('call', 'turn')}
+    health, log = serve(HANGOVER_MS='990')  # a variable left over from before the calibration: it wins, and says so
+    assert health['turn']['hangover_ms'] == 990 and health['turn_source']['overridden'] == {'HANGOVER_MS': {'turn.toml': chosen['hangover_ms'], 'environment': '990'}}
+    assert f"HANGOVER_MS=990 from the environment overrides hangover_ms = {chosen['hangover_ms']} in {out}/turn.toml" in log
 
 
 def test_calibrate_says_when_a_folder_has_no_recordings(tmp_path):
