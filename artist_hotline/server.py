@@ -30,8 +30,8 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
            'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio', 'stream_key',
            'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback',
-           'health', 'ready', 'metrics', 'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite',
-           'serve']
+           'health', 'ready', 'metrics', 'call_setup', 'voice_stream', 'drain', 'create_app', 'connection_budget',
+           'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -345,6 +345,13 @@ async def _take_stream(app: web.Application, start: Start) -> str | None:
     while len(taken) > 10_000: taken.popitem(last=False)
     return None
 
+def call_setup(s: Settings, # the server's settings
+               providers: Providers, # the call's engines
+              ) -> dict:
+    "What a call runs with: its turn-taking settings and engines, and a short fingerprint of both (equal setups, equal prints)."
+    setup = {'turn': s.call.turn.model_dump(), 'engines': providers.describe()}
+    return {'fingerprint': hashlib.sha1(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:10], **setup}
+
 async def _memory(app: web.Application, caller: str) -> str | None:
     "What we remember of this caller's last call (None when there is nothing, or the store is slow)."
     s = app[SETTINGS]
@@ -389,6 +396,7 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                 call = Call(m, providers, persona, ws.send_str, _hangup(app, m.call_sid, ws), s.call,
                             sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
                             record=s.record_calls, notice=persona.recording_notice if s.record_calls else None)
+                call.record.event('setup', **call_setup(s, providers))  # what this call ran with: the report splits calls by it
                 app[CALLS][m.call_sid], app[STATS]['calls'] = call, app[STATS]['calls'] + 1
                 app[METRICS].calls.inc()
                 runner = asyncio.create_task(call.run())

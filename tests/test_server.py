@@ -127,6 +127,7 @@ async def test_malformed_flood_leaves_call_working(hotline):
     assert heard is not None
     call = app[FINISHED][-1]
     assert [t.kind for t in call.turns] == ['greeting', 'reply']
+    assert call.events[0][1] == 'setup' and call.events[0][2]['engines']['llm'] == 'canned'  # what the call ran with, first
     assert app[STATS]['malformed'] == 300
     assert sum(k == 'malformed' for _, k, _ in call.events) == 10  # recorded, but not 300 times
 
