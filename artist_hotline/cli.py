@@ -77,7 +77,7 @@ def _report(a):
     from artist_hotline.settings import Settings
     db = a.db or Settings.from_env().database_url
     if a.simulate: asyncio.run(simulated_calls(db, Path(a.out) / 'recordings'))
-    rep = write_report(db, a.out)
+    rep = write_report(db, a.out, compare=a.compare)
     print(rep['text'])
     print('wrote ' + ', '.join(str(f) for f in rep['files']))
 
@@ -172,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--db', help='the call store (default: DATABASE_URL, else sqlite:///calls.sqlite3)')
     s.add_argument('--out', default='out/report', help='where the plots and tables go')
     s.add_argument('--simulate', action='store_true', help='first add two calls made with the simulator and the fake cloud')
+    s.add_argument('--compare', metavar='OTHER_DB', help="another run's store: the two side by side, per setup (compare.csv)")
     s.set_defaults(fn=_report)
     s = sub.add_parser('call', help='phone someone: Twilio places the call, and the hotline at PUBLIC_URL talks when it is answered')
     s.add_argument('to', help='the number to call, E.164 (+15551230001)')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12b_report.ipynb #ec017b53
 from __future__ import annotations
-import dataclasses, json
+import dataclasses, json, re
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +15,13 @@ from matplotlib.figure import Figure
 from .callsweb import STAGE_COLOURS, STAGE_LABELS
 from .ops import Prices
 from .providers import paid
-from .store import STAGES, calls, make_engine, migrate, turns
+from .store import STAGES, calls, events, make_engine, migrate, turns
 
 # %% auto #0
-__all__ = ['SENTIMENT_COLOURS', 'load_calls', 'load_turns', 'turn_costs', 'call_table', 'summarize', 'simulated_calls',
-           'plot_latency_breakdown', 'plot_latency_distribution', 'plot_calls_per_day', 'plot_rates', 'plot_cost',
-           'call_insights_table', 'plot_insights', 'summary_text', 'write_report']
+__all__ = ['SENTIMENT_COLOURS', 'load_setups', 'load_calls', 'load_turns', 'turn_costs', 'call_table', 'summarize',
+           'simulated_calls', 'plot_latency_breakdown', 'plot_latency_distribution', 'plot_calls_per_day', 'plot_rates',
+           'plot_cost', 'call_insights_table', 'plot_insights', 'reason_kind', 'by_setup', 'compare_runs',
+           'setups_text', 'plot_stage_spread', 'summary_text', 'write_report']
 
 # %% ../nbs/12b_report.ipynb #795352f0
 def _read(db_url: str, query, columns: list[str]) -> pd.DataFrame:
@@ -33,12 +34,24 @@ def _read(db_url: str, query, columns: list[str]) -> pd.DataFrame:
         with engine.connect() as conn: return pd.read_sql(query, conn)
     finally: engine.dispose()
 
+def load_setups(db_url: str, # DATABASE_URL of the call store
+               ) -> pd.DataFrame:
+    "What each call ran with (its `setup` event): `fingerprint`, the `engines` in one line, and the `turn` settings."
+    df = _read(db_url, sa.select(events.c.call_sid, events.c.detail).where(events.c.kind == 'setup').order_by(events.c.id), ['call_sid', 'detail'])
+    rows = [json.loads(d or '{}') for d in df.detail]
+    return pd.DataFrame({'call_sid': df.call_sid, 'fingerprint': [r.get('fingerprint', '') for r in rows],
+                         'engines': [' '.join(f'{k}={v}' for k, v in r.get('engines', {}).items() if v != 'off') for r in rows],
+                         'turn': [r.get('turn', {}) for r in rows]}, columns=['call_sid', 'fingerprint', 'engines', 'turn']).drop_duplicates('call_sid')
+
 def load_calls(db_url: str, # DATABASE_URL of the call store
               ) -> pd.DataFrame:
-    "One row per call, oldest first, with UTC times and `duration_s`."
+    "One row per call, oldest first, with UTC times, `duration_s`, and its setup's `fingerprint` and `engines` ('unknown' before calls recorded them)."
     df = _read(db_url, sa.select(calls).order_by(calls.c.started_at), list(calls.c.keys()))
     for c in ('started_at', 'ended_at'): df[c] = pd.to_datetime(df[c], utc=True)
     df['duration_s'] = (df.ended_at - df.started_at).dt.total_seconds()
+    setups = load_setups(db_url)[['call_sid', 'fingerprint', 'engines']].rename(columns={'call_sid': 'sid'})
+    df = df.merge(setups, on='sid', how='left')
+    df[['fingerprint', 'engines']] = df[['fingerprint', 'engines']].fillna('unknown')
     return df
 
 def load_turns(db_url: str, # DATABASE_URL of the call store
@@ -56,6 +69,8 @@ def load_turns(db_url: str, # DATABASE_URL of the call store
         waited = end.where(df[a].notna() & df[b].notna(), waited)
     df['total_ms'] = (df.first_sent - df.speech_end) * 1000
     df['caller_turn'] = (df.kind == 'reply') & (df.caller_text != '')
+    df = df.merge(load_setups(db_url)[['call_sid', 'fingerprint']], on='call_sid', how='left')
+    df['fingerprint'] = df.fingerprint.fillna('unknown')
     return df
 
 # %% ../nbs/12b_report.ipynb #8c033895
@@ -118,6 +133,7 @@ async def simulated_calls(db_url: str, # DATABASE_URL of the store to fill
                           caller: str = '+15005550006', # the caller's number
                           profile: str = 'typical', # the fake cloud's latency profile
                           tts_speed: float = 20., # speech streams this many times faster than real time
+                          turn: object = None, # the server's turn-taking settings (`TurnSettings`; None: the defaults)
                          ) -> list[str]:
     "Phone the hotline (cloud SDKs on the fake cloud) with the demo caller, keeping each call in the store; returns the call sids."
     from aiohttp import web
@@ -131,7 +147,7 @@ async def simulated_calls(db_url: str, # DATABASE_URL of the store to fill
     sids = []
     async with running_fake_cloud(dataclasses.replace(get_profile(profile), speed=tts_speed)) as fc:
         settings = Settings(host='127.0.0.1', openai_api_key='sk-sim', openai_base_url=fc.openai_base_url, elevenlabs_api_key='xi-sim',
-                            elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='sim-voice', call=CallSettings(idle_reprompt_s=30, idle_hangup_s=60),
+                            elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='sim-voice', call=CallSettings(idle_reprompt_s=30, idle_hangup_s=60, **({'turn': turn} if turn else {})),
                             database_url=db_url, record_calls=True, recordings_dir=str(folder))
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
@@ -261,10 +277,72 @@ def plot_insights(calls: pd.DataFrame, # `load_calls`
     b.set(ylabel='calls', title="Callers' mood per day (UTC)"); b.legend(fontsize=7)
     return fig
 
+# %% ../nbs/12b_report.ipynb #ad2e35fc
+def reason_kind(why: str, # a turn's `end_reason`, e.g. 'a complete sentence 220 ms of silence'
+               ) -> str:
+    "The reason without its numbers and quoted words, so that reasons of one kind group."
+    why = re.sub(r'\s*\(.*?\)', '', why or '').strip()
+    return re.sub(r'\d+(\.\d+)?', 'N', re.sub(r'"[^"]*"', '"…"', why)) or 'not recorded'
+
+def by_setup(turns: pd.DataFrame, # `load_turns`
+            ) -> pd.DataFrame:
+    "One row per setup: engines, calls, caller turns, each stage's p50 and p90 (ms), barge-in rate, and the share of turns per end reason."
+    replies, rows = turns[turns.caller_turn], []
+    for fp, g in replies.groupby('fingerprint', sort=False):
+        row = {'setup': fp, 'calls': g.call_sid.nunique(), 'caller_turns': len(g),
+               'stt': g.stt.iloc[0] if 'stt' in g else '', 'barge_in_rate': round(float(g.interrupted.astype(bool).mean()), 3)}
+        for name in [*(n for n, *_ in STAGES), 'total']:
+            v = g[f'{name}_ms'].dropna()
+            for p in (50, 90): row[f'{name}_p{p}_ms'] = round(float(np.percentile(v, p)), 1) if len(v) else None
+        shares = g.end_reason.map(reason_kind).value_counts(normalize=True)
+        row |= {f'ended: {k}': round(float(x), 3) for k, x in shares.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+def compare_runs(a: str, # DATABASE_URL of the first run's store
+                 b: str, # and of the second's
+                 labels: tuple = ('A', 'B'), # what to call them
+                ) -> pd.DataFrame:
+    "`by_setup` of each store, one under the other, with a `run` column."
+    df = pd.concat([by_setup(load_turns(url)).assign(run=label) for url, label in zip((a, b), labels)], ignore_index=True)
+    return df[['run', *[c for c in df if c != 'run']]]
+
+def setups_text(table: pd.DataFrame, # `by_setup` or `compare_runs`
+               ) -> str:
+    "The table in a few aligned lines: per setup, turns, the caller's wait and the end of turn (p50 / p90), and the commonest end reason."
+    ms = lambda r, k: '-' if pd.isna(r.get(f'{k}_p50_ms')) else f"{r[f'{k}_p50_ms']:.0f} / {r[f'{k}_p90_ms']:.0f} ms"
+    lines = [f'{"run":<5}{"setup":<12}{"turns":>6}  {"waited p50 / p90":<20}{"end of turn p50 / p90":<24}most turns ended on']
+    for _, r in table.iterrows():
+        ended = {k[7:]: v for k, v in r.items() if k.startswith('ended: ') and not pd.isna(v)}
+        top = max(ended, key=ended.get) if ended else '-'
+        lines.append(f'{r.get("run", ""):<5}{r["setup"]:<12}{r["caller_turns"]:>6}  {ms(r, "total"):<20}{ms(r, "hangover"):<24}{top} ({ended.get(top, 0):.0%})')
+    return '\n'.join(lines)
+
+def plot_stage_spread(turns: pd.DataFrame, # `load_turns`
+                     ) -> Figure:
+    "Each stage's spread across all calls' caller turns, one box per setup."
+    fig, ax = _fig(9, 3.8)
+    replies = turns[turns.caller_turn]
+    setups = list(dict.fromkeys(replies.fingerprint))
+    if not setups: _empty(ax); return fig
+    names, w = [*(n for n, *_ in STAGES), 'total'], 0.8 / len(setups)
+    for j, fp in enumerate(setups):
+        g = replies[replies.fingerprint == fp]
+        data = [g[f'{n}_ms'].dropna().to_numpy() / 1000 for n in names]
+        keep = [i for i, x in enumerate(data) if len(x)]
+        b = ax.boxplot([data[i] for i in keep], positions=[i + (j - (len(setups) - 1) / 2) * w for i in keep], widths=w * 0.9,
+                       patch_artist=True, showfliers=False)
+        for box in b['boxes']: box.set(facecolor=f'C{j}', alpha=0.6)
+        ax.plot([], [], color=f'C{j}', lw=6, alpha=0.6, label=f'setup {fp}')
+    ax.set_xticks(range(len(names)), [STAGE_LABELS.get(n, 'total') for n in names], rotation=15, fontsize=8)
+    ax.set_ylabel('seconds'); ax.set_title("each stage across the calls' caller turns, by setup"); ax.legend(fontsize=8)
+    return fig
+
 # %% ../nbs/12b_report.ipynb #8653cba6
 _PLOTS = {'latency_breakdown.png': lambda c, t, ct: plot_latency_breakdown(t), 'latency_distribution.png': lambda c, t, ct: plot_latency_distribution(t),
           'calls_per_day.png': lambda c, t, ct: plot_calls_per_day(c), 'rates.png': lambda c, t, ct: plot_rates(t),
-          'cost_per_call.png': lambda c, t, ct: plot_cost(ct), 'insights.png': lambda c, t, ct: plot_insights(c)}
+          'cost_per_call.png': lambda c, t, ct: plot_cost(ct), 'insights.png': lambda c, t, ct: plot_insights(c),
+          'stage_spread.png': lambda c, t, ct: plot_stage_spread(t)}
 
 def summary_text(s: dict, # `summarize`
                 ) -> str:
@@ -282,6 +360,7 @@ def summary_text(s: dict, # `summarize`
 def write_report(db_url: str, # DATABASE_URL of the call store
                  out_dir: str | Path, # where the PNGs and CSVs go
                  prices: Prices | None = None, # unit prices (default: `Prices()`)
+                 compare: str | None = None, # another store (another run) to set beside this one: `compare.csv`
                 ) -> dict:
     "Write the report's plots (PNG) and tables (CSV); returns `summary`, `text` and `files`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -292,4 +371,10 @@ def write_report(db_url: str, # DATABASE_URL of the call store
         plot(c, t, ct).savefig(out / name, dpi=110); files[name] = str(out / name)
     ct.round({c: 5 for c in ct.select_dtypes('number')}).to_csv(out / 'calls.csv', index=False); files['calls.csv'] = str(out / 'calls.csv')
     pd.DataFrame({'figure': list(s), 'value': list(s.values())}).to_csv(out / 'summary.csv', index=False); files['summary.csv'] = str(out / 'summary.csv')
-    return {'summary': s, 'text': summary_text(s), 'files': files}
+    setups = by_setup(t); setups.to_csv(out / 'setups.csv', index=False); files['setups.csv'] = str(out / 'setups.csv')
+    text = summary_text(s) + ('\n\nby setup:\n' + setups_text(setups) if len(setups) > 1 else '')
+    if compare:
+        both = compare_runs(db_url, compare, ('this', 'other'))
+        both.to_csv(out / 'compare.csv', index=False); files['compare.csv'] = str(out / 'compare.csv')
+        text += '\n\nthis store and the other:\n' + setups_text(both)
+    return {'summary': s, 'text': text, 'files': files}

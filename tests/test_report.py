@@ -93,7 +93,7 @@ async def test_write_report_files_and_no_pyplot_leaks(tmp_path):
     rep = write_report(db, tmp_path / 'out')
     assert plt.get_fignums() == before
     pngs = [f for f in rep['files'].values() if f.endswith('.png')]
-    assert len(pngs) == 6 and all(Path(f).read_bytes()[:4] == b'\x89PNG' for f in pngs)
+    assert len(pngs) == 7 and all(Path(f).read_bytes()[:4] == b'\x89PNG' for f in pngs)
     calls = pd.read_csv(rep['files']['calls.csv'])
     assert calls.sid.tolist() == ['CA1', 'CA2', 'CA3'] and 'summary' not in calls.columns
     summary = pd.read_csv(rep['files']['summary.csv']).set_index('figure').value
@@ -102,7 +102,7 @@ async def test_write_report_files_and_no_pyplot_leaks(tmp_path):
 
 def test_report_on_an_empty_or_new_database(tmp_path):
     rep = write_report(f'sqlite:///{tmp_path}/new.sqlite3', tmp_path / 'out')  # no tables yet
-    assert rep['summary']['calls'] == 0 and rep['summary']['total_p50_ms'] is None and len(rep['files']) == 8
+    assert rep['summary']['calls'] == 0 and rep['summary']['total_p50_ms'] is None and len(rep['files']) == 10
 
 
 async def test_empty_store_report(tmp_path):
@@ -121,3 +121,20 @@ async def test_a_simulated_call_lands_in_the_report(tmp_path):
     t = turns[turns.caller_turn]
     assert len(t) == 1 and t.stt.iloc[0].startswith('openai') and t.prompt_tokens.iloc[0] > 0 and t.total_ms.notna().all()
     assert calls.summary[0].startswith('The caller talked about:')  # the fake cloud's answer to the summary request
+
+
+async def test_the_report_compares_two_runs_with_different_settings(tmp_path):
+    "Two runs of the same caller, one setting apart: each call knows its setup, and `report --compare` sets them side by side."
+    from artist_hotline.cli import parser
+    from artist_hotline.settings import TurnSettings, WordsSettings
+    a, b = f'sqlite:///{tmp_path}/a.sqlite3', f'sqlite:///{tmp_path}/b.sqlite3'
+    await simulated_calls(a, tmp_path / 'ra', scripts=[[0, 1, 2]])  # the fake cloud's ear writes no full stops: END_UNPUNCTUATED_MS ends these turns
+    await simulated_calls(b, tmp_path / 'rb', scripts=[[0, 1, 2]], turn=TurnSettings(words=WordsSettings(unpunctuated_ms=400)))
+    ca, cb = load_calls(a), load_calls(b)
+    assert ca.fingerprint[0] != cb.fingerprint[0] and 'stt=openai' in ca.engines[0]
+    rep = write_report(a, tmp_path / 'out', compare=b)
+    both = pd.read_csv(rep['files']['compare.csv'])
+    assert both.run.tolist() == ['this', 'other'] and both.setup.tolist() == [ca.fingerprint[0], cb.fingerprint[0]]
+    assert both.hangover_p50_ms[1] < both.hangover_p50_ms[0] - 200, both.hangover_p50_ms  # the shorter wait shows where it acts
+    assert any(c.startswith('ended: ') for c in both) and 'this store and the other' in rep['text']
+    assert parser().parse_args(['report', '--compare', b]).compare == b
