@@ -51,7 +51,7 @@ def load_calls(db_url: str, # DATABASE_URL of the call store
     df['duration_s'] = (df.ended_at - df.started_at).dt.total_seconds()
     setups = load_setups(db_url)[['call_sid', 'fingerprint', 'engines']].rename(columns={'call_sid': 'sid'})
     df = df.merge(setups, on='sid', how='left')
-    df[['fingerprint', 'engines']] = df[['fingerprint', 'engines']].fillna('unknown')
+    for c in ('fingerprint', 'engines'): df[c] = df[c].astype(object).fillna('unknown')  # (all missing: a float column, so made text first)
     return df
 
 def load_turns(db_url: str, # DATABASE_URL of the call store
@@ -70,7 +70,7 @@ def load_turns(db_url: str, # DATABASE_URL of the call store
     df['total_ms'] = (df.first_sent - df.speech_end) * 1000
     df['caller_turn'] = (df.kind == 'reply') & (df.caller_text != '')
     df = df.merge(load_setups(db_url)[['call_sid', 'fingerprint']], on='call_sid', how='left')
-    df['fingerprint'] = df.fingerprint.fillna('unknown')
+    df['fingerprint'] = df.fingerprint.astype(object).fillna('unknown')
     return df
 
 # %% ../nbs/12b_report.ipynb #8c033895
