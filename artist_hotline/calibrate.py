@@ -15,17 +15,17 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from .audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, read_audio, to_phone
-from .settings import DetectorSettings, TurnSettings, VoicingSettings, turn_toml
+from .settings import DetectorSettings, TurnSettings, VoicingSettings, read_turn_toml, turn_toml
 from .vad import (DEFAULT_ENERGY_DB, DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS, DEFAULT_VAD,
                                 DEFAULT_VOICING, DEFAULT_VOICING_HOLD_MS, DEFAULT_WEBRTC_MODE, SpeechStarted,
                                 WebRtcVAD, endpoint, frame_db, periodicity, turn_vad, voicing_gate)
 
 # %% auto #0
-__all__ = ['SOUND_FILES', 'PROTOTYPE', 'GOALS', 'REPORT_GOAL_GROUPS', 'Recording', 'span_mask', 'read_lab', 'read_rttm',
+__all__ = ['SOUND_FILES', 'PROTOTYPE', 'GOALS', 'REPORT_GOAL_GROUPS', 'TUNED', 'Recording', 'span_mask', 'read_lab', 'read_rttm',
            'read_words', 'read_audacity', 'phone_signal', 'find_labels', 'load_recording', 'corpus_recordings',
            'folder_recordings', 'recordings', 'Features', 'features', 'setting', 'decisions', 'measure', 'summarise',
            'default_grid', 'goals_met', 'evaluate', 'Calibration', 'choose', 'calibrate', 'recording_table', 'Report',
-           'calibrate_report']
+           'kept_turn', 'calibrate_report']
 
 # %% ../nbs/02a_calibrate.ipynb #61ddf384
 @dataclass
@@ -481,6 +481,16 @@ class Report:
     files:dict # name -> path of what was written
 
 REPORT_GOAL_GROUPS = ['librivox', 'fsdd', 'noise:doing_the_dishes', 'noise:exercise_bike']
+TUNED = ('detector', 'voicing', 'hangover_ms', 'min_speech_ms') # the parts of the turn settings calibrate chooses
+
+def kept_turn(chosen:TurnSettings, # what calibrate chose
+              path:str|Path, # the turn.toml about to be written (it may hold hand edits)
+             )->tuple[TurnSettings, list]:
+    "The chosen values of `TUNED`, with everything else of an existing `path` kept; and the names kept."
+    if not Path(path).exists(): return chosen, []
+    before = read_turn_toml(path)
+    kept = [k for k in before if k not in TUNED]
+    return TurnSettings.model_validate(before | {k: v for k, v in chosen.model_dump().items() if k in TUNED}), kept
 
 def calibrate_report(folder:str|Path, # the shared corpus, or any folder of recordings
                      out_dir:str|Path, # where turn.toml, the tables and the plots go
@@ -514,7 +524,9 @@ def calibrate_report(folder:str|Path, # the shared corpus, or any folder of reco
     rep.files = {'turn.toml': out / 'turn.toml', 'calibration_grid.csv': out / 'calibration_grid.csv',
                  'calibration_summary.csv': out / 'calibration_summary.csv', 'recordings.csv': out / 'recordings.csv',
                  'levels.png': out / 'levels.png', 'frame_pr.png': out / 'frame_pr.png', 'tradeoff.png': out / 'tradeoff.png'}
-    rep.files['turn.toml'].write_text(turn_toml(chosen.turn, note))
+    turn, kept = kept_turn(chosen.turn, rep.files['turn.toml'])
+    if kept: note += f'\nKept from the file as it was: {", ".join(kept)}.'
+    rep.files['turn.toml'].write_text(turn_toml(turn, note))
     table.to_csv(rep.files['calibration_grid.csv'], index=False)
     rep.summary.to_csv(rep.files['calibration_summary.csv'], index=False)
     rep.recordings.to_csv(rep.files['recordings.csv'], index=False)

@@ -153,3 +153,19 @@ def test_version():
     r = subprocess.run(CLI + ['--version'], capture_output=True, text=True, timeout=60)
     import artist_hotline
     assert r.returncode == 0 and r.stdout.strip() == f'artist-hotline {artist_hotline.__version__}'
+
+
+def test_calibrate_again_keeps_what_it_does_not_tune(tmp_path):
+    "A second calibration rewrites the detector, voicing, hangover and minimum speech, and keeps hand-tuned word waits."
+    import tomli_w
+    from artist_hotline.calibrate import PROTOTYPE, TUNED, calibrate_report, setting
+    folder, out = labelled_folder(tmp_path / 'my_wavs'), tmp_path / 'out'
+    grid = [PROTOTYPE, setting(voicing=None), setting(), setting('energy')]
+    first = calibrate_report(folder, out, grid=grid, progress=False, show=False)
+    edited = tomllib.loads(first.files['turn.toml'].read_text())
+    edited['words']['continues_ms'], edited['hangover_ms'] = 1234, 999
+    first.files['turn.toml'].write_text(tomli_w.dumps(edited))
+    again = calibrate_report(folder, out, grid=grid, progress=False, show=False)
+    after = tomllib.loads(again.files['turn.toml'].read_text())
+    assert after['words']['continues_ms'] == 1234 and after['hangover_ms'] == again.chosen.turn.hangover_ms != 999
+    assert {k: after[k] for k in TUNED} == {k: v for k, v in again.chosen.turn.model_dump().items() if k in TUNED}
