@@ -431,7 +431,7 @@ async def _engines(app: web.Application):
     await lines.close()
 
 async def drain(app: web.Application):
-    "Stop taking calls; let open calls say goodbye; close their sockets (again: nothing left to do). Before the runner's cleanup: from then on aiohttp reads no socket."
+    "Stop taking calls, let open calls say goodbye, close their sockets (a second run finds nothing to do). Run it before the runner's cleanup, which stops aiohttp reading any socket."
     app[STATS]['draining'] = True
     calls = list(app[CALLS].values())
     if calls:
