@@ -128,13 +128,14 @@ async def test_the_report_compares_two_runs_with_different_settings(tmp_path):
     from artist_hotline.cli import parser
     from artist_hotline.settings import TurnSettings, WordsSettings
     a, b = f'sqlite:///{tmp_path}/a.sqlite3', f'sqlite:///{tmp_path}/b.sqlite3'
-    await simulated_calls(a, tmp_path / 'ra', scripts=[[0, 1, 2]])  # the fake cloud's ear writes no full stops: END_UNPUNCTUATED_MS ends these turns
-    await simulated_calls(b, tmp_path / 'rb', scripts=[[0, 1, 2]], turn=TurnSettings(words=WordsSettings(unpunctuated_ms=400)))
+    await simulated_calls(a, tmp_path / 'ra', scripts=[[0, 1, 2]])
+    longer = TurnSettings(hangover_ms=900, words=WordsSettings(unpunctuated_ms=1300, stale_ms=1000))  # each silence rule 500 ms longer
+    await simulated_calls(b, tmp_path / 'rb', scripts=[[0, 1, 2]], turn=longer)
     ca, cb = load_calls(a), load_calls(b)
     assert ca.fingerprint[0] != cb.fingerprint[0] and 'stt=openai' in ca.engines[0]
     rep = write_report(a, tmp_path / 'out', compare=b)
     both = pd.read_csv(rep['files']['compare.csv'])
     assert both.run.tolist() == ['this', 'other'] and both.setup.tolist() == [ca.fingerprint[0], cb.fingerprint[0]]
-    assert both.hangover_p50_ms[1] < both.hangover_p50_ms[0] - 200, both.hangover_p50_ms  # the shorter wait shows where it acts
+    assert both.hangover_p50_ms[1] > both.hangover_p50_ms[0] + 300, both.hangover_p50_ms  # the longer wait shows where it acts
     assert any(c.startswith('ended: ') for c in both) and 'this store and the other' in rep['text']
     assert parser().parse_args(['report', '--compare', b]).compare == b

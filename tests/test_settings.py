@@ -76,7 +76,7 @@ def test_precedence_file_then_dotenv_then_environment_then_arguments(tmp_path):
     assert (s.call.turn.hangover_ms, s.call.turn.min_speech_ms, s.port, s.host, s.call.idle_reprompt_s) == (300, 120, 9002, '127.0.0.1', 7.5)
     turn, source = turn_report(s)
     from_file = {n: 'TURN_CONFIG' for n, p in ENV_NAMES.items() if p[:2] == ('call', 'turn')}
-    assert turn == s.call.turn.model_dump() and source == {'file': f'{tmp_path}/turn.toml'} | from_file | {'MIN_SPEECH_MS': '.env'}
+    assert turn == s.call.turn.model_dump() and source == {'file': f'{tmp_path}/turn.toml'} | from_file | {'MIN_SPEECH_MS': '.env', 'overridden': {'MIN_SPEECH_MS': {'turn.toml': 80, '.env': '120'}}}
     assert s._origin['PORT'] == 'environment' and s._origin['HOST'] == 'argument'
 
 
