@@ -1,5 +1,5 @@
 "Shared pytest fixtures and helpers: the real corpus (skipped cleanly when absent), databases, synthetic voice."
-import asyncio, os, uuid
+import asyncio, os, shutil, uuid
 from pathlib import Path
 import numpy as np
 import pytest
@@ -12,6 +12,17 @@ def corpus() -> Path:
     "The folder of real recordings (`../shared/corpus`); skips the test when it is absent."
     if not (CORPUS / 'MANIFEST.md').exists(): pytest.skip('real corpus not present')
     return CORPUS
+
+
+BROWSER = shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
+
+
+@pytest.fixture
+def browser() -> str:
+    "The headless browser the page tests drive; skips without one, or fails where one is required (REQUIRE_BROWSER, as on GitHub's CI)."
+    if BROWSER: return BROWSER
+    if os.environ.get('REQUIRE_BROWSER'): pytest.fail('a browser is required here (REQUIRE_BROWSER) and none was found')
+    pytest.skip('no Chromium or Chrome here (Debian: apt-get install -y chromium)')
 
 
 @pytest.fixture(autouse=True)

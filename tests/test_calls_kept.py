@@ -186,8 +186,7 @@ async def test_rest_hangup_when_credentials_exist(hotline, twilio_rest):
     assert app[FINISHED][-1].record.end_reason == 'caller silent'
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='Debian chromium is not installed (apt-get install -y chromium)')
-async def test_calls_page_in_chromium_lists_a_simulated_call(hotline):
+async def test_calls_page_in_chromium_lists_a_simulated_call(browser, hotline):
     app, base, _ = await hotline(record_calls=True)
     sim = await one_call(base, 2)
     await settled(app)

@@ -15,7 +15,7 @@ from artist_hotline.callsweb import CALLS_WEB, add_calls_routes, calls_html
 from artist_hotline.store import Store, utcnow
 
 TOKEN = 'tok-3f9a'
-CHROMIUM = '/usr/bin/chromium'
+from conftest import BROWSER as CHROMIUM
 
 
 async def fill(store: Store, folder: Path, n: int = 1) -> list[str]:
@@ -198,8 +198,7 @@ async def chromium(url: str, *args: str, timeout: float = 90) -> str:
     finally: shutil.rmtree(ud, ignore_errors=True)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='Debian chromium is not installed (apt-get install -y chromium)')
-async def test_page_in_headless_chromium(store, tmp_path, aiohttp_server):
+async def test_page_in_headless_chromium(browser, store, tmp_path, aiohttp_server):
     (sid,) = await fill(store, tmp_path)
     server = await aiohttp_server(app_with(store), host='127.0.0.1')
     base = str(server.make_url('')).rstrip('/')

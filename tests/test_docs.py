@@ -52,3 +52,10 @@ def test_the_readme_is_made_from_the_home_page(tmp_path):
     assert run(tmp_path).returncode == 0 and (tmp_path / 'README.md').read_text() == (ROOT / 'README.md').read_text()
     text = (ROOT / 'README.md').read_text()
     assert text.startswith('# artist-hotline\n\nA phone line') and 'make demo' in text.split('\n\n', 3)[2]
+
+
+def test_github_ci_requires_the_browser_tests():
+    "On GitHub the page and search tests run (the runner has Chrome): a missing browser fails them rather than skipping them."
+    steps = yaml.safe_load((ROOT / '.github/workflows/test.yaml').read_text())['jobs']['test']['steps']
+    make = next(s for s in steps if s.get('run') == 'make test')
+    assert make['env'].get('REQUIRE_BROWSER') == '1' and not any('|| true' in s.get('run', '') for s in steps)

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
+from conftest import BROWSER as CHROMIUM
 sys.path.insert(0, str(ROOT / '.ci'))
 from docs import page_name  # noqa: E402
 
@@ -206,8 +206,7 @@ async def chromium_pages(urls: list[str]) -> dict[str, dict]:
     async with chromium_tab() as tab: return {u: await tab.open(u) for u in urls}
 
 
-@pytest.mark.skipif(not CHROMIUM, reason='no Chromium or Chrome here (Debian: apt-get install -y chromium)')
-async def test_site_in_headless_chromium(site):
+async def test_site_in_headless_chromium(browser, site):
     "Every page loads in Chromium with its title, its sidebar and every figure drawn; no link leads nowhere."
     base = site.as_uri() + '/'
     pages = {page_name(nb): nb for nb in notebooks()}
@@ -280,8 +279,7 @@ def test_source_links(site):
     assert n >= 250, n  # the show_doc of nearly every exported name has one
 
 
-@pytest.mark.skipif(not CHROMIUM, reason='no Chromium or Chrome here (Debian: apt-get install -y chromium)')
-async def test_search_in_headless_chromium(site):
+async def test_search_in_headless_chromium(browser, site):
     "A name typed into a page's search box lists the page that documents it, linked where the site is served (here under /docs/)."
     from aiohttp import web
     app = web.Application()
