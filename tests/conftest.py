@@ -71,6 +71,15 @@ def pg_url():
     yield from _pg_schema()
 
 
+def wait_health(port: int, proc) -> dict:
+    "GET /health of a server starting in `proc` until it answers (its output in the error if it never does)."
+    import json, time, urllib.request
+    for _ in range(300):
+        try: return json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).read())
+        except OSError: time.sleep(0.1)
+    raise AssertionError(proc.stdout.read1().decode())
+
+
 def voiced(seconds: float, seed: int = 0) -> np.ndarray:
     "A vowel-like voiced signal with a syllable rhythm (8 kHz int16): both detectors take it for speech."
     rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000

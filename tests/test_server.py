@@ -7,7 +7,7 @@ from twilio.request_validator import RequestValidator
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
 from artist_hotline.server import create_app, drain, FINISHED, CALLS, STATS
 from artist_hotline.settings import CallSettings, Settings
-from conftest import voiced
+from conftest import voiced, wait_health
 from artist_hotline.simulate import Hangup, Step, dial, simulate_call, twilio_signature
 
 TOKEN = 'test-auth-token'
@@ -196,12 +196,7 @@ def test_serve_runs_on_uvloop_and_freezes_start_up(tmp_path):
             's.serve(s.Settings.from_env(), app)')
     proc = subprocess.Popen([sys.executable, '-c', code], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        for _ in range(300):
-            try:
-                health = json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).read())
-                break
-            except OSError: time.sleep(0.1)
-        else: raise AssertionError(proc.stdout.read1().decode())
+        health = wait_health(port, proc)
         assert health['status'] == 'ok' and health['event_loop'] == 'uvloop'
         assert json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/frozen', timeout=2).read()) > 10_000
     finally:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import wait_health
 from artist_hotline.audio import read_audio, write_wav
 from artist_hotline.settings import ENV_NAMES, CallSettings, Settings, SettingsError, TurnSettings, read_turn_toml, turn_report, turn_toml
 from artist_hotline.vad import frame_db
@@ -125,12 +126,7 @@ def test_calibrate_a_plain_folder_then_serve_what_it_chose(tmp_path):
         proc = subprocess.Popen(CLI + ['serve'], env=clean_env(HOST='127.0.0.1', PORT=str(port), **more), cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            for _ in range(300):
-                try:
-                    health = json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).read())
-                    break
-                except OSError: time.sleep(0.1)
-            else: raise AssertionError(proc.stdout.read1().decode())
+            health = wait_health(port, proc)
         finally:
             proc.send_signal(signal.SIGINT)
             log = proc.communicate(timeout=30)[0].decode()
