@@ -9,9 +9,9 @@ import collections, json, sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / 'results'
-ORDER = ['offline', 'cloud', 'oracle', 'prototype', 'before']
+ORDER = ['offline', 'cloud', 'cloud-known', 'oracle', 'prototype', 'before']
 SHORT = {'offline': 'offline', 'cloud': 'cloud (Whisper ear)', 'oracle': 'oracle (upper bound)', 'prototype': "prototype's design",
-         'before': 'offline, the code before (104f528)'}
+         'before': 'offline, the code before (104f528)', 'cloud-known': 'cloud path (the fake cloud with the known ear)'}
 
 
 def ms(x) -> str:
@@ -92,6 +92,22 @@ def callers_table(rs: list[dict]) -> str:
                   'every turn answered, p90 <= 1.5 s'], rows)
 
 
+def capacity_table(rs: list[dict]) -> str:
+    rows = []
+    for r in rs:
+        for st in r['steps']:
+            lag, w, blame = st['loop_lag_ms'], st.get('wire', {}), st['starved_blame']
+            verdict = ('clean' if st['clean'] else 'ok, starved' if st['ok'] else 'FAIL') + (', client side saturated' if st['client']['saturated'] else '') \
+                + (', disturbed' if st['disturbed'] else '')
+            rows.append([str(st['n']), f"{lag['p50']:.1f} / {lag['p99']:.1f} ms", f"{st['server_cpu']:.0%}", f"{st['cpu_per_call']:.2%}",
+                         f"{st['mb_per_call']:.2f} MB", f"{ms(st['reply_latency_ms']['p50'] / 1000)} / {ms(st['reply_latency_ms']['p95'] / 1000)}",
+                         f"{st['starved']} ({blame.get('server', 0) + blame.get('none found', 0)})", str(st['frames_lost']),
+                         f"{w.get('realtime', 0)} / {w.get('tts_ws', 0)} / {w.get('stt', 0)} / {w.get('tts', 0) + w.get('speech', 0)}", verdict])
+    return table(['calls at once', 'loop lag p50 / p99', 'server CPU', 'CPU per call', 'memory per call', 'reply p50 / p95',
+                  "starved playbacks (the server's)", 'frames lost', 'realtime sessions / speech socket contexts / file transcriptions / HTTP speech',
+                  'verdict'], rows)
+
+
 def render(paths: list[Path]) -> str:
     by = collections.defaultdict(list)
     for p in paths:
@@ -100,13 +116,15 @@ def render(paths: list[Path]) -> str:
     out = []
     for bench, rs in sorted(by.items()):
         rs.sort(key=lambda r: ('code_under_test' not in r, ORDER.index(r['mode']) if r['mode'] in ORDER else 99))
-        out.append(f'**{bench}.py**\n\n' + {'turns': turns_tables, 'latency': latency_table, 'interruptions': interruptions_table, 'callers': callers_table}[bench](rs))
+        out.append(f'**{bench}.py**\n\n' + {'turns': turns_tables, 'latency': latency_table, 'interruptions': interruptions_table, 'callers': callers_table,
+                                            'capacity': capacity_table}[bench](rs))
         out.append('Measured ' + '; '.join(f"{SHORT[r['mode']]} {r['date'][:10]} at "
                                             f"{r['code_under_test'][:7] if 'code_under_test' in r else r['code']['commit'][:8]}{' (with changes)' if r['code']['dirty'] and 'code_under_test' not in r else ''}, "
-                                            f"load {r['load_avg'][0]:.1f} on {r['cores']} cores" for r in rs) + '.')
+                                            f"load {r['load_avg'][0]:.1f}" + (f" on {r['cores']} cores" if isinstance(r['cores'], int) else ', server on one core')
+                                            for r in rs) + '.')
     return '\n\n'.join(out)
 
 
 if __name__ == '__main__':
     files = [Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob('*.json'))
-    print(render([f for f in files if f.name.split('-')[0] in ('turns', 'latency', 'interruptions', 'callers')]))
+    print(render([f for f in files if f.name.split('-')[0].removesuffix('.json') in ('turns', 'latency', 'interruptions', 'callers', 'capacity')]))
