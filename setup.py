@@ -10,6 +10,7 @@ licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache S
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 lic = licenses[cfg['license']]
 requirements = shlex.split(cfg.get('requirements', ''))
+offline_requirements = shlex.split(cfg.get('offline_requirements', ''))
 workbench_requirements = shlex.split(cfg.get('workbench_requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 min_python = cfg['min_python']
@@ -33,7 +34,9 @@ setuptools.setup(
     include_package_data=True,
     package_data={'artist_hotline': ['scenarios/*.yaml']},  # the eval's starter set
     install_requires=requirements,
-    extras_require={'workbench': workbench_requirements, 'dev': workbench_requirements + dev_requirements},  # `serve` needs neither
+    # `pip install artist-hotline` is the lean cloud server; [offline] adds the offline engines, [workbench] the notebooks' tools
+    extras_require={'offline': offline_requirements, 'workbench': workbench_requirements,
+                    'dev': offline_requirements + workbench_requirements + dev_requirements},
     python_requires='>=' + min_python,
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

@@ -11,7 +11,7 @@ from . import __version__
 from .settings import SettingsError
 
 # %% auto #0
-__all__ = ['parser', 'main']
+__all__ = ['EXTRAS', 'parser', 'missing_extra', 'main']
 
 # %% ../nbs/13_cli.ipynb #0c1c5fdb
 def _serve(a):
@@ -205,6 +205,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_eval)
     return p
 
+EXTRAS = {'offline': ('faster_whisper', 'ctranslate2', 'av', 'piper', 'onnxruntime', 'pocketsphinx', 'espeakng_loader'),
+          'workbench': ('pandas', 'matplotlib', 'librosa', 'tqdm')}  # what each extra installs that a subcommand may import
+
+def missing_extra(e: ModuleNotFoundError, # what an import raised
+                 ) -> str | None:
+    "The extra that installs the module `e` did not find (None: no extra installs it)."
+    top = (e.name or '').split('.')[0]
+    return next((x for x, modules in EXTRAS.items() if top in modules), None)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `artist-hotline` console script."
     a = parser().parse_args(argv)
@@ -221,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         for line in e.lines: print(f'artist-hotline {a.command}: bad setting: {line}', file=sys.stderr)
         return 2
-    except Exception as e:
-        print(f'artist-hotline {a.command}: failed: {type(e).__name__}: {e}', file=sys.stderr)
-        return 1
+    except ModuleNotFoundError as e:
+        if (x := missing_extra(e)) is None: return _failed(a, e)
+        print(f"artist-hotline {a.command}: {e.name} is not installed; it comes with the {x} extra: pip install 'artist-hotline[{x}]'",
+              file=sys.stderr)
+        return 2
+    except Exception as e: return _failed(a, e)
     return 0
+
+def _failed(a, e: Exception) -> int:
+    print(f'artist-hotline {a.command}: failed: {type(e).__name__}: {e}', file=sys.stderr)
+    return 1

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_demo.ipynb #2d557af1
 from __future__ import annotations
-import asyncio, contextlib, json, time
+import asyncio, contextlib, json, os, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +24,13 @@ __all__ = ['RECORDINGS', 'CALLER_LINES', 'make_caller_recordings', 'demo_script'
            'plot_latency', 'DemoError', 'DemoResult', 'run_demo']
 
 # %% ../nbs/11_demo.ipynb #eb35fda5
-RECORDINGS = Path(__file__).resolve().parents[1] / 'recordings' if '__file__' in globals() else Path('../recordings')
+def _recordings() -> Path:
+    "The checkout's `recordings/`; installed from a wheel, which has none, a folder in the user's cache."
+    if '__file__' not in globals(): return Path('../recordings')  # the notebook, in nbs/
+    here = Path(__file__).resolve().parents[1] / 'recordings'
+    return here if here.is_dir() else Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'artist-hotline' / 'recordings'
+
+RECORDINGS = _recordings() # where the demo caller's recordings are
 
 CALLER_LINES = [
     ('01_hello', 'Hello, who am I talking to?'),
@@ -57,6 +63,7 @@ def demo_script(folder: str | Path = RECORDINGS / 'caller', # where the caller's
                ) -> list[Step]:
     "The demo caller: the recordings in order, one of them barging in."
     wavs = sorted(Path(folder).glob('*.wav'))
+    if not wavs and Path(folder) == RECORDINGS / 'caller': wavs = sorted(make_caller_recordings(folder))  # installed: made on first use
     if not wavs: raise FileNotFoundError(f'no caller recordings in {folder}: run `artist-hotline recordings`')
     return [Step(wav=w, pause_s=0.6, label=(w.with_suffix('.txt').read_text().strip() if w.with_suffix('.txt').exists() else w.stem),
                  barge_in_after_s=barge_in_after_s if 'interrupt' in w.stem else None) for w in wavs]
@@ -199,7 +206,11 @@ async def run_demo(out: str | Path = 'out/demo', # folder for the call WAV, plot
     rows = latency_table(sim, call)
     files = {'call.wav': sim.write_call_wav(out / 'call.wav'), 'latency.png': out / 'latency.png',
              'transcript.txt': out / 'transcript.txt', 'turns.json': out / 'turns.json'}
-    plot_latency(rows, files['latency.png'])
+    try: plot_latency(rows, files['latency.png'])
+    except ModuleNotFoundError as e:
+        if not (e.name or '').startswith('matplotlib'): raise
+        write(f"no latency plot: matplotlib comes with the workbench extra (pip install 'artist-hotline[workbench]')")
+        del files['latency.png']
     transcript = _transcript(call)
     files['transcript.txt'].write_text('\n'.join(f'{who:>6}: {text}' for who, text in transcript) + '\n')
     files['turns.json'].write_text(json.dumps({'providers': providers, 'server_turns': [t.asdict() for t in call.turns],

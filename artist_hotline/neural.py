@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from .audio import SAMPLE_RATE, resample, ulaw_decode, ulaw_encode
-from .offline import SENTENCE_END
+from .offline import OFFLINE_EXTRA, SENTENCE_END
 from .providers import ProviderError, SpeechToText, StreamingSpeechToText, TextToSpeech, TranscriptStream
 
 # %% auto #0
@@ -161,7 +161,7 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
                 from faster_whisper import WhisperModel
                 from faster_whisper.tokenizer import Tokenizer
                 from faster_whisper.transcribe import get_suppressed_tokens
-            except ImportError as e: raise ProviderError(f'faster-whisper is not installed ({e}): pip install faster-whisper') from e
+            except ImportError as e: raise ProviderError(f'faster-whisper is not installed ({e}): {OFFLINE_EXTRA}') from e
             where = str(WHISPER_TINY_EN.verify()) if not self.model else self.model
             try: m = WhisperModel(where, device='cpu', compute_type=self.compute_type, cpu_threads=self.threads, num_workers=self.workers)
             except Exception as e: raise ProviderError(f'faster-whisper could not load {where!r}: {e}') from e
@@ -332,7 +332,7 @@ def piper_voice(path: str = '', # a Piper voice's .onnx ('' the pinned en_US-joe
                ):
     "The loaded `PiperVoice` for `path`, one per process (blocking)."
     try: from piper import PiperVoice
-    except ImportError as e: raise ProviderError(f'piper-tts is not installed ({e}): pip install piper-tts') from e
+    except ImportError as e: raise ProviderError(f'piper-tts is not installed ({e}): {OFFLINE_EXTRA}') from e
     model = Path(path) if path else PIPER_JOE.verify() / 'en_US-joe-medium.onnx'
     with _PIPER_LOCK:
         if str(model) not in _PIPER:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_offline.ipynb #be3b0fb3
 from __future__ import annotations
-import asyncio, ctypes, importlib, itertools, queue, re, threading
+import asyncio, ctypes, importlib, importlib.util, itertools, queue, re, threading
 import multiprocessing, multiprocessing.util
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import AsyncIterator
 
-import espeakng_loader
 import numpy as np
 import soxr
-from pocketsphinx import Decoder
 
 from .audio import SAMPLE_RATE, resample, ulaw_decode, ulaw_encode
 from .persona import INTERRUPTED, Persona, load_persona
@@ -23,8 +21,17 @@ from .providers import (LanguageModel, ProviderError, SpeechToText, StreamingSpe
                                       TranscriptStream)
 
 # %% auto #0
-__all__ = ['SPHINX_CONFIG', 'SPHINX_RATE', 'SENTENCE_END', 'CALLER_VOICE', 'words', 'word_errors', 'word_error_rate', 'SphinxSTT',
-           'labelled', 'espeak_synth', 'EspeakTTS', 'ScriptedBrain']
+__all__ = ['OFFLINE_EXTRA', 'SPHINX_CONFIG', 'SPHINX_RATE', 'SENTENCE_END', 'CALLER_VOICE', 'need', 'words', 'word_errors',
+           'word_error_rate', 'SphinxSTT', 'labelled', 'espeak_synth', 'EspeakTTS', 'ScriptedBrain']
+
+# %% ../nbs/05a_offline.ipynb #bd15b67e
+OFFLINE_EXTRA = "pip install 'artist-hotline[offline]'"  # what installs the offline engines
+
+def need(module:str, # a module of the `offline` extra, e.g. 'pocketsphinx'
+        )->None:
+    "Nothing when `module` is installed; else `ModuleNotFoundError` with the line that installs it."
+    if importlib.util.find_spec(module) is None:
+        raise ModuleNotFoundError(f'{module} is not installed: {OFFLINE_EXTRA}', name=module)
 
 # %% ../nbs/05a_offline.ipynb #7a71b359
 _ONES = 'zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen'.split()
@@ -78,6 +85,7 @@ class _Listener:
         d = self.spare.pop() if self.spare else None
         if d is None and self.made < self.most:
             # the first pass alone: a second pass at the end of each turn would cost up to a second, for words nobody uses
+            from pocketsphinx import Decoder
             d = Decoder(loglevel='FATAL', **{**self.stt.config, 'fwdflat': False, 'bestpath': False}); self.made += 1
         if d is not None: d.reinit_feat(); d.start_utt()
         # float, not int16: soxr dithers what it writes as int16, so the same audio would decode differently each time
@@ -130,6 +138,7 @@ class SphinxSTT(SpeechToText, StreamingSpeechToText):
                  stream_decoders:int=2, # most turns each process decodes incrementally at once (~95 MB each)
                  **config, # pocketsphinx settings overriding `SPHINX_CONFIG`, e.g. `lw=7.0`
                 ):
+        need('pocketsphinx')
         self.max_decoders, self.workers, self.stream_decoders, self.overrides = max_decoders, workers, stream_decoders, config
         self.config = {**SPHINX_CONFIG, **config}
         self._idle, self._lock, self.decoders = queue.LifoQueue(), threading.Lock(), 0
@@ -140,7 +149,7 @@ class SphinxSTT(SpeechToText, StreamingSpeechToText):
         self._keys = itertools.count()
         self._worker = importlib.import_module('artist_hotline.offline')  # spawned processes find the functions by module name
 
-    def decoder(self)->Decoder:
+    def decoder(self)->'Decoder':
         "An idle decoder; a new one while fewer than `max_decoders` exist, else wait for one (blocking)."
         with self._lock:
             try: return self._idle.get_nowait()
@@ -148,6 +157,7 @@ class SphinxSTT(SpeechToText, StreamingSpeechToText):
             if self.decoders >= self.max_decoders: new = False
             else: new, self.decoders = True, self.decoders + 1
         if not new: return self._idle.get()
+        from pocketsphinx import Decoder
         try: return Decoder(loglevel='FATAL', **self.config)
         except Exception as e:
             with self._lock: self.decoders -= 1
@@ -308,6 +318,7 @@ class _Espeak:
     LOCK, _one = threading.Lock(), None
 
     def __init__(self):
+        import espeakng_loader
         try: lib = ctypes.CDLL(espeakng_loader.get_library_path())
         except OSError as e: raise ProviderError(f'cannot load eSpeak NG from espeakng-loader: {e}') from e
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -369,6 +380,7 @@ class EspeakTTS(TextToSpeech):
                  rate:int=160, # words per minute, 80..450
                  chunk_ms:int=100, # length of each yielded chunk
                 ):
+        need('espeakng_loader')
         self.voice, self.rate, self.chunk = voice, rate, SAMPLE_RATE * chunk_ms // 1000
 
     async def speak(self,

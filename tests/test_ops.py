@@ -235,7 +235,8 @@ def test_container_files_match_the_package():
     script = cfg['DEFAULT']['console_scripts'].split('=')[0]
     docker = (ROOT / 'Dockerfile').read_text()
     runs = [l for l in docker.splitlines() if l.startswith('RUN ')]
-    assert any(re.search(r'pip install \.(\s|$)', l) for l in runs)  # the server alone: no [workbench] or [dev] extras
+    assert re.search(r'^ARG EXTRAS=$', docker, re.M)  # the lean server by default; --build-arg EXTRAS=offline adds the offline engines
+    assert any('pip install ".${EXTRAS:+[$EXTRAS]}"' in l for l in runs)  # never [workbench] or [dev]
     cmd = json.loads(re.search(r'^CMD (\[.*\])$', docker, re.M).group(1))
     assert cmd == [script, 'serve']
     assert re.search(r'^USER (?!root)\w+', docker, re.M) and 'HEALTHCHECK' in docker and '/health' in docker
