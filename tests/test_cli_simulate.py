@@ -1,7 +1,9 @@
 "`artist-hotline simulate` against a real server that has PUBLIC_URL set: signed for the public URL, it completes the call."
-import os, signal, socket, subprocess, sys, time, urllib.request
+import os, signal, socket, subprocess, sys
+
 import pytest
 
+from conftest import wait_health
 from artist_hotline.cli import main
 from test_flood import SERVER
 
@@ -16,9 +18,7 @@ def public_server(tmp_path):
                STORE_SPILL=str(tmp_path / 'pending.jsonl'), TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_URL=PUBLIC)
     proc = subprocess.Popen([sys.executable, '-c', SERVER], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f'http://127.0.0.1:{port}'
-    for _ in range(300):
-        try: urllib.request.urlopen(f'{base}/health', timeout=2); break
-        except OSError: time.sleep(0.1)
+    wait_health(port, proc)
     yield base
     proc.send_signal(signal.SIGTERM); proc.communicate(timeout=60)
 
