@@ -91,12 +91,14 @@ def test_a_wrong_expectation_fails_the_run_naming_the_turn(tmp_path, capsys):
         caller: {voice: piper:joe, pitch: 1.1}
         turns:
           - say: Hello, who am I talking to?
+            wait_s: 90  # how soon it replies is not this test's question: on a busy machine it took over 10 s
             expect: {heard_wer: 0.25, mentions: [jason]}
         ''')
     write(tmp_path, 'wrong.yaml', '''
         caller: {voice: piper:joe}
         turns:
           - say: Hello, who am I talking to?
+            wait_s: 90
             expect: {mentions: [banana]}
         ''')
     assert main(['eval', str(tmp_path), '--speed', '0', '--out', str(tmp_path / 'out')]) == 1

@@ -129,7 +129,8 @@ async def test_the_report_compares_two_runs_with_different_settings(tmp_path):
     from artist_hotline.settings import TurnSettings, WordsSettings
     a, b = f'sqlite:///{tmp_path}/a.sqlite3', f'sqlite:///{tmp_path}/b.sqlite3'
     await simulated_calls(a, tmp_path / 'ra', scripts=[[0, 1, 2]])
-    longer = TurnSettings(hangover_ms=900, words=WordsSettings(unpunctuated_ms=1300, stale_ms=1000))  # each silence rule 500 ms longer
+    longer = TurnSettings(hangover_ms=900, words=WordsSettings(complete_ms=680, continues_ms=2000, number_ms=1600, one_number_ms=1100,
+                                                               unpunctuated_ms=1300, stale_ms=1000))  # every silence rule 500 ms longer
     await simulated_calls(b, tmp_path / 'rb', scripts=[[0, 1, 2]], turn=longer)
     ca, cb = load_calls(a), load_calls(b)
     assert ca.fingerprint[0] != cb.fingerprint[0] and 'stt=openai' in ca.engines[0]

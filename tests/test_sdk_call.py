@@ -128,7 +128,8 @@ async def test_a_failed_streamed_transcript_is_replaced_by_the_turn_transcribed(
     first, second = call.turns[1], call.turns[2]
     assert (first.outcome, first.caller_text, first.stt) == ('replied', 'tell me about your paintings', 'openai:gpt-4o-mini-transcribe'), first
     assert (second.outcome, second.caller_text, second.stt) == ('replied', 'what about music', 'openai-realtime:gpt-realtime-whisper'), second
-    assert [(k, d.get('stage')) for _, k, d in call.events if k != 'setup'] == [('provider_error', 'stt_stream')]
+    # the streamed transcript's failure, and nothing else (a hang's 1 s deadline may trip once more on a busy machine)
+    assert {(k, d.get('stage')) for _, k, d in call.events if k != 'setup'} == {('provider_error', 'stt_stream')}
     assert [e['model'] for e in fc.journal['realtime']] == ['gpt-realtime-whisper'] * (2 if kind == 'drop' else 1)  # a new socket after a drop
     assert all(h is not None for h in heard)
 
