@@ -22,7 +22,9 @@ Figures, from what the caller heard (the `clear`s and the audio that played) and
 - backchannels and noise: the bot went on (no `clear`, no reply audio dropped), and the server did not answer them;
 - interruptions: the bot's audio stopped (the `clear` arrived) how long after the caller's first voiced sample, and
   the interruption was answered.
-A case said after the reply had already ended is not over the bot: counted, and not judged. The goals: 0 backchannels
+Over the bot means the reply was under way when the caller began: between its first audible sample and its last, a
+pause between its sentences included (`audio_playing` says whether audio was playing at that very instant). A case
+said after the reply had already ended is not over the bot: counted, and not judged. The goals: 0 backchannels
 or noises stop the bot; every interruption stops it within 0.6 s. Exit 1 when one is missed. Writes
 bench/results/interruptions-<mode>.json.
 """
@@ -87,12 +89,16 @@ def cases(corpus: Path) -> tuple[np.ndarray, list[dict]]:
 
 def judge(case: dict, sim, record: dict | None) -> dict:
     "One case's row: was it said over the bot, did the bot stop (and how soon), what the server decided and why."
-    t = sim.turns[1]
+    first, t = sim.turns
     events = [(e.get('kind'), e.get('detail') or {}) for e in (record or {}).get('events', [])]
     replies = [x for x in (record or {}).get('turns', []) if x.get('kind') == 'reply']
-    return dict(group=case['group'], case=case['name'], over_bot=t.barge_in, sid=sim.call_sid,
+    # over the bot: its reply was under way when the caller began (a pause between its sentences included)
+    over = first.bot_start_s is not None and first.bot_start_s <= t.caller_start_s < (first.bot_end_s or 0)
+    clears = [c for c in sim.clears if c >= t.caller_start_s]
+    stop_after = clears[0] - t.caller_start_s if over and clears else None
+    return dict(group=case['group'], case=case['name'], over_bot=over, audio_playing=t.barge_in, sid=sim.call_sid,
                caller_start_s=t.caller_start_s, caller_stop_s=t.caller_stop_s,
-               stopped=t.clear_s is not None, stop_after_s=t.clear_s, first_reply_dropped_s=sim.turns[0].bot_dropped_s,
+               stopped=stop_after is not None, stop_after_s=stop_after, first_reply_dropped_s=first.bot_dropped_s,
                answered=t.bot_start_s is not None, replies=len(replies),
                decisions=[dict(kind=k, **{a: d.get(a) for a in ('why', 'words', 'ms') if d.get(a) is not None})
                           for k, d in events if k in ('backchannel', 'barge_in')],
