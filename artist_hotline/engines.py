@@ -134,13 +134,13 @@ class Lines:
             if text in self.fallback_audio: continue
             try: self.fallback_audio[text] = await render(providers.tts, text)
             except Exception as e:
-                from artist_hotline.offline import EspeakTTS, need
-                try: need('espeakng_loader')
+                from artist_hotline.offline import EspeakTTS
+                try: espeak = EspeakTTS()
                 except ModuleNotFoundError as missing:  # a lean install: said as it is needed, if the voice is back by then
                     log.warning('fallback line not rendered by %s (%s), nor by eSpeak NG (%s)', providers.tts.name, e, missing)
                     continue
                 log.warning('fallback line not rendered by %s (%s); using eSpeak NG', providers.tts.name, e)
-                self.fallback_audio[text] = await render(EspeakTTS(), text)
+                self.fallback_audio[text] = await render(espeak, text)
         lines = [persona.greeting, persona.reprompt, persona.goodbye, persona.recording_notice, persona.outbound_greeting]
         pieces = [p for line in lines for p in line_pieces(line, self.settings.call)]  # as a call will ask for them
         try: await asyncio.wait_for(providers.tts.warm(pieces), 30)  # what every call says, ready before the first caller

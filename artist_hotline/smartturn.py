@@ -12,6 +12,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, resample
 from .neural import Bundle
+from .offline import OFFLINE_EXTRA
 from .providers import ProviderError
 
 # %% auto #0
@@ -70,7 +71,7 @@ class SmartTurn:
         with self._lock:
             if self._session is not None: return self
             try: import onnxruntime as ort
-            except ImportError as e: raise ProviderError(f'onnxruntime is not installed ({e}): pip install "artist-hotline[offline]"') from e
+            except ImportError as e: raise ProviderError(f'onnxruntime is not installed ({e}): {OFFLINE_EXTRA}') from e
             model = Path(self.path) if self.path else SMART_TURN_V32.verify() / SMART_TURN_FILE
             if not model.is_file(): raise ProviderError(f'no Smart Turn model at {model}')
             so = ort.SessionOptions()

@@ -95,7 +95,7 @@ def judge(case: dict, sim, record: dict | None) -> dict:
     # over the bot: its reply was under way when the caller began (a pause between its sentences included)
     over = first.bot_start_s is not None and first.bot_start_s <= t.caller_start_s < (first.bot_end_s or 0)
     clears = [c for c in sim.clears if c >= first.bot_start_s] if over else []  # the caller's onset may precede its first voiced sample
-    stop_after = clears[0] - t.caller_start_s if over and clears else None
+    stop_after = clears[0] - t.caller_start_s if clears else None
     return dict(group=case['group'], case=case['name'], over_bot=over, audio_playing=t.barge_in, sid=sim.call_sid,
                caller_start_s=t.caller_start_s, caller_stop_s=t.caller_stop_s,
                stopped=stop_after is not None, stop_after_s=stop_after, first_reply_dropped_s=first.bot_dropped_s,

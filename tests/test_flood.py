@@ -1,10 +1,10 @@
 "A flood of half-sent webhook bodies against a server whose descriptor limit is 1,024: the live call keeps talking, /health answers."
-import asyncio, json, os, signal, socket, subprocess, sys, time
+import asyncio, json, os, signal, socket, subprocess, sys
 import aiohttp
 import pytest
 
 from artist_hotline.simulate import dial
-from conftest import voiced
+from conftest import voiced, wait_health
 
 SERVER = '''
 import resource
@@ -17,16 +17,6 @@ serve(s, create_app(s, providers=Providers(EchoSTT(['hello there'] * 9), CannedL
 '''
 HALF = (b'POST /voice HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n'
         b'Content-Length: 1000\r\n\r\nCallSid=CA')  # and the other 990 bytes never come
-
-
-async def started(base, proc):
-    "Wait until the server starting in `proc` answers /health (only a hang fails: on a busy machine its engines take a while)."
-    deadline = time.monotonic() + 300
-    while True:
-        try: return await health(base)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            if proc.poll() is not None or time.monotonic() > deadline: raise AssertionError(proc.stdout.read1().decode())
-            await asyncio.sleep(0.1)
 
 
 async def health(base):
@@ -44,7 +34,7 @@ async def test_half_sent_bodies_over_the_descriptor_limit_leave_the_call_talking
     base, held = f'http://127.0.0.1:{port}', []
     try:
         if True:
-            await started(base, proc)
+            await asyncio.to_thread(wait_health, port, proc)
             stream = await dial(base, speed=0)
             await stream.wait_reply(0, 10, 0.3, 30)
 
@@ -80,7 +70,7 @@ async def test_a_draining_server_still_answers_the_webhook(tmp_path):
     proc = subprocess.Popen([sys.executable, '-c', SERVER], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base, signalled = f'http://127.0.0.1:{port}', False
     try:
-        await started(base, proc)
+        await asyncio.to_thread(wait_health, port, proc)
         stream = await dial(base, speed=1)  # in real time: the goodbye takes as long as it plays
         await stream.wait_reply(0, 10, 0.3, 30)
         line = asyncio.create_task(stream.fill(30.0, waiting=True))
