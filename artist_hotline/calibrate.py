@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime, functools, hashlib, json, math, re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,11 @@ from .vad import (DEFAULT_ENERGY_DB, DEFAULT_HANGOVER_MS, DEFAULT_MIN_SPEECH_MS,
                                 WebRtcVAD, endpoint, frame_db, periodicity, turn_vad, voicing_gate)
 
 # %% auto #0
-__all__ = ['SOUND_FILES', 'PROTOTYPE', 'GOALS', 'REPORT_GOAL_GROUPS', 'TUNED', 'Recording', 'span_mask', 'read_lab', 'read_rttm',
-           'read_words', 'read_audacity', 'phone_signal', 'find_labels', 'load_recording', 'corpus_recordings',
-           'folder_recordings', 'recordings', 'Features', 'features', 'setting', 'decisions', 'measure', 'summarise',
-           'default_grid', 'goals_met', 'evaluate', 'Calibration', 'choose', 'calibrate', 'recording_table', 'Report',
-           'kept_turn', 'calibrate_report']
+__all__ = ['SOUND_FILES', 'PROTOTYPE', 'GOALS', 'REPORT_GOAL_GROUPS', 'TUNED', 'WORD_PARTS', 'Recording', 'span_mask', 'read_lab',
+           'read_rttm', 'read_words', 'read_audacity', 'phone_signal', 'find_labels', 'load_recording',
+           'corpus_recordings', 'folder_recordings', 'recordings', 'Features', 'features', 'setting', 'decisions',
+           'measure', 'summarise', 'default_grid', 'goals_met', 'evaluate', 'Calibration', 'choose', 'calibrate',
+           'recording_table', 'Report', 'kept_turn', 'calibrate_report']
 
 # %% ../nbs/02a_calibrate.ipynb #61ddf384
 @dataclass
@@ -439,6 +440,19 @@ def _plot_tradeoff(table:pd.DataFrame, grid:list, best:TurnSettings, path:Path)-
     fig.tight_layout(); fig.savefig(path, dpi=110)
     return path
 
+def _plot_words(table:pd.DataFrame, path:Path)->Path:
+    "The word step's settings: median end of turn against the share of utterances cut, the chosen one starred."
+    fig = _figure(6.5, 4); ax = fig.subplots()
+    end = table['end p50 s'].clip(upper=3)  # a setting that leaves utterances unanswered is drawn at 3 s
+    for voice, d in table.groupby('voice', sort=False):
+        ax.scatter(end[d.index], d['cut share'], s=18, alpha=.7, label=voice)
+    c = table[table.chosen].iloc[0]
+    ax.scatter([min(c['end p50 s'], 3)], [c['cut share']], s=160, marker='*', color='k', label='chosen')
+    ax.set(xlabel='end of turn after an utterance, median (s)', ylabel='share of utterances cut', title='word waits, through the ear')
+    ax.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(path, dpi=110)
+    return path
+
 # %% ../nbs/02a_calibrate.ipynb #0b35f5f3
 def _summary_row(table:pd.DataFrame, i:int, th:TurnSettings, role:str, goal_groups:list|None)->dict:
     "One line of the report: the figures of setting i that a reader compares."
@@ -479,26 +493,40 @@ class Report:
     summary:pd.DataFrame # the prototype, the best of each detector family, the chosen
     recordings:pd.DataFrame # one row per recording
     files:dict # name -> path of what was written
+    words:pd.DataFrame|None = None # the word step's settings and figures (None: not run)
 
 REPORT_GOAL_GROUPS = ['librivox', 'fsdd', 'noise:doing_the_dishes', 'noise:exercise_bike']
-TUNED = ('detector', 'voicing', 'hangover_ms', 'min_speech_ms') # the parts of the turn settings calibrate chooses
+TUNED = ('detector', 'voicing', 'hangover_ms', 'min_speech_ms') # the parts of the turn settings the detector step chooses
+WORD_PARTS = ('words.complete_ms', 'words.stale_ms', 'voice.model', 'voice.threshold') # what the word step chooses (`endpointing.tune_words`)
 
 def kept_turn(chosen:TurnSettings, # what calibrate chose
               path:str|Path, # the turn.toml about to be written (it may hold hand edits)
+              tuned:tuple=TUNED, # the names chosen: a value, a table, or a table's value as 'table.name'
              )->tuple[TurnSettings, list]:
-    "The chosen values of `TUNED`, with everything else of an existing `path` kept; and the names kept."
+    "The chosen values of `tuned`, with everything else of an existing `path` kept; and the names kept."
     if not Path(path).exists(): return chosen, []
-    before = read_turn_toml(path)
-    kept = [k for k in before if k not in TUNED]
-    return TurnSettings.model_validate(before | {k: v for k, v in chosen.model_dump().items() if k in TUNED}), kept
+    merged, new = read_turn_toml(path), chosen.model_dump()
+    for name in tuned:
+        *tables, key = name.split('.')
+        src, dst = new, merged
+        for t in tables: src, dst = src[t], dst.setdefault(t, {})
+        dst[key] = src[key]
+    def untouched(d, prefix=''):
+        for k, v in d.items():
+            name = prefix + k
+            if name in tuned: continue
+            if isinstance(v, dict) and any(t.startswith(name + '.') for t in tuned): yield from untouched(v, name + '.')
+            else: yield name
+    return TurnSettings.model_validate(merged), list(untouched(read_turn_toml(path)))
 
 def calibrate_report(folder:str|Path, # the shared corpus, or any folder of recordings
                      out_dir:str|Path, # where turn.toml, the tables and the plots go
                      grid:list|None=None, # settings to try (None: default_grid())
                      progress:bool=True, # show a progress bar over recordings
                      show:bool=True, # print the tables
+                     words:Callable|None=None, # the word step: (recordings, the detector step's choice) -> (its choice, its table), as `endpointing.tune_words`; None: skipped
                     )->Report:
-    "Measure every setting on a folder's recordings; write turn.toml, the tables and the plots; print the summary."
+    "Measure every setting on a folder's recordings; then, given `words`, the word waits; write turn.toml, the tables and the plots; print the summary."
     out, folder = Path(out_dir), Path(folder)
     recs = recordings(folder)
     if not recs: raise FileNotFoundError(f'no recordings found under {folder} (looked for {", ".join(SOUND_FILES)} files)')
@@ -524,7 +552,16 @@ def calibrate_report(folder:str|Path, # the shared corpus, or any folder of reco
     rep.files = {'turn.toml': out / 'turn.toml', 'calibration_grid.csv': out / 'calibration_grid.csv',
                  'calibration_summary.csv': out / 'calibration_summary.csv', 'recordings.csv': out / 'recordings.csv',
                  'levels.png': out / 'levels.png', 'frame_pr.png': out / 'frame_pr.png', 'tradeoff.png': out / 'tradeoff.png'}
-    turn, kept = kept_turn(chosen.turn, rep.files['turn.toml'])
+    turn, tuned = kept_turn(chosen.turn, rep.files['turn.toml'])[0], TUNED  # the word step tunes on top of what will be served
+    if words is not None:
+        turn, rep.words = words(recs, turn)
+        tuned = TUNED + (WORD_PARTS if turn.voice.model != 'off' else WORD_PARTS[:3])  # a threshold of a model left off stays as it was
+        c = rep.words[rep.words.chosen].iloc[0]
+        note += (f'\nWord waits chosen through the ear on {c.utterances} labelled utterances: complete_ms {turn.words.complete_ms}, '
+                 f'stale_ms {turn.words.stale_ms}, voice model {c.voice} (end p50 {c["end p50 s"]:.2f} s, {c["cut-offs"]} cut).')
+        rep.files |= {'words_grid.csv': out / 'words_grid.csv', 'words_tradeoff.png': out / 'words_tradeoff.png'}
+        rep.words.to_csv(rep.files['words_grid.csv'], index=False); _plot_words(rep.words, rep.files['words_tradeoff.png'])
+    turn, kept = kept_turn(turn, rep.files['turn.toml'], tuned)
     if kept: note += f'\nKept from the file as it was: {", ".join(kept)}.'
     rep.files['turn.toml'].write_text(turn_toml(turn, note))
     table.to_csv(rep.files['calibration_grid.csv'], index=False)
@@ -538,6 +575,10 @@ def calibrate_report(folder:str|Path, # the shared corpus, or any folder of reco
                                                      noise_floor_db=('noise_floor_db', 'median')).to_string(), '\n')
             print(rep.summary.set_index('role').T.to_string())
             print(f'\nchosen: {chosen.turn.label}, hangover {chosen.turn.hangover_ms} ms, minimum speech {chosen.turn.min_speech_ms} ms'
-                  f' | goals missed: {", ".join(chosen.missed) or "none"}\nwrote {rep.files["turn.toml"]} '
-                  f'(serve it with TURN_CONFIG={rep.files["turn.toml"]})')
+                  f' | goals missed: {", ".join(chosen.missed) or "none"}')
+            if rep.words is not None:
+                print('\nword waits, through the ear:\n' + rep.words.to_string(index=False))
+                print(f'chosen: complete_ms {turn.words.complete_ms}, stale_ms {turn.words.stale_ms}, voice model {turn.voice.model}'
+                      + (f' (threshold {turn.voice.threshold:g})' if turn.voice.model != 'off' else ''))
+            print(f'wrote {rep.files["turn.toml"]} (serve it with TURN_CONFIG={rep.files["turn.toml"]})')
     return rep

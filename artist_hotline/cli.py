@@ -87,8 +87,14 @@ def _fake_cloud(a):
                      ear=a.ear)
 
 def _calibrate(a):
-    from artist_hotline.calibrate import calibrate_report
-    calibrate_report(a.dir, a.out, progress=sys.stderr.isatty())
+    import importlib.util
+    from artist_hotline.endpointing import calibrate_turn
+    from artist_hotline.offline import OFFLINE_EXTRA
+    ear = a.ear
+    if ear == 'auto':  # the word step wants the offline ear; without it the detector step still runs
+        ear = 'whisper' if all(importlib.util.find_spec(m) for m in ('faster_whisper', 'onnxruntime')) else 'none'
+        if ear == 'none': print(f'artist-hotline calibrate: the word waits are left as they are: tuning them needs the offline ear ({OFFLINE_EXTRA})', file=sys.stderr)
+    calibrate_turn(a.dir, a.out, ear=ear, progress=sys.stderr.isatty())
 
 def _eval(a):
     from artist_hotline.evaluate import DEFAULT_CORPUS, eval_command
@@ -167,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('calibrate', help='choose turn-taking settings on a folder of recordings; writes OUT/turn.toml for TURN_CONFIG')
     s.add_argument('dir', help='any folder of WAV/FLAC/Ogg recordings (Audacity label files beside them: name.txt), or ../shared/corpus')
     s.add_argument('--out', default='out/calibration', help='where turn.toml, the CSV tables and the PNG plots go')
+    s.add_argument('--ear', default='auto', choices=['auto', 'whisper', 'none'],
+                   help='the word waits and the voice model tuned through the offline ear (whisper), or not (none); auto: whisper when the offline extra is installed')
     s.set_defaults(fn=_calibrate)
     s = sub.add_parser('report', help='latency, rates and cost of the stored calls: PNG plots and CSV tables')
     s.add_argument('--db', help='the call store (default: DATABASE_URL, else sqlite:///calls.sqlite3)')

@@ -4,19 +4,13 @@
 
 # %% ../nbs/05b_cloud.ipynb #419cc7f0
 from __future__ import annotations
-import json
+import json, sys
 from contextlib import aclosing
 from typing import AsyncIterator
 
 import httpx
 import numpy as np
-import openai
 import soxr
-from httpx_aiohttp import HttpxAiohttpClient
-from elevenlabs import VoiceSettings as ElevenLabsVoiceSettings
-from elevenlabs.client import AsyncElevenLabs
-from elevenlabs.core.api_error import ApiError
-from elevenlabs.core.parse_error import ParsingError
 
 from .audio import SAMPLE_RATE, ulaw_encode, wav_bytes
 from .persona import VoiceSettings
@@ -27,11 +21,15 @@ try: import httpx2  # the HTTP layer of openai >= 3; older releases use httpx
 except ImportError: httpx2 = httpx
 
 # %% auto #0
-__all__ = ['error_detail', 'provider_error', 'check_raw', 'OpenAISTT', 'OpenAIChat', 'chat_line', 'ElevenLabsTTS', 'OpenAITTS']
+__all__ = ['sdk_errors', 'error_detail', 'provider_error', 'check_raw', 'OpenAISTT', 'OpenAIChat', 'chat_line', 'ElevenLabsTTS',
+           'OpenAITTS']
 
 # %% ../nbs/05b_cloud.ipynb #0193a222
-_SDK_ERRORS = (openai.OpenAIError, ApiError, ParsingError, httpx.HTTPError, httpx2.HTTPError, ValueError)
-_TIMEOUTS = (openai.APITimeoutError, httpx.TimeoutException, httpx2.TimeoutException)
+def sdk_errors() -> tuple:
+    "What a provider request may raise: the HTTP layers' errors, `ValueError` (an unreadable answer), and the errors of the SDKs loaded."
+    loaded = [m for m in ('openai', 'elevenlabs.core.api_error', 'elevenlabs.core.parse_error') if m in sys.modules]
+    sdk = {'openai': 'OpenAIError', 'elevenlabs.core.api_error': 'ApiError', 'elevenlabs.core.parse_error': 'ParsingError'}
+    return (httpx.HTTPError, httpx2.HTTPError, ValueError, *(getattr(sys.modules[m], sdk[m]) for m in loaded))
 
 def error_detail(body) -> str | None:
     "The human message inside an OpenAI (`error.message`) or ElevenLabs (`detail.message`) error body."
@@ -46,13 +44,14 @@ def provider_error(name: str, # the provider's name, e.g. 'openai:gpt-4o-mini'
                    e: BaseException, # what the SDK raised
                   ) -> ProviderError:
     "A `ProviderError` saying in one line what went wrong with provider `name`."
-    if isinstance(e, _TIMEOUTS): why = 'timed out'
-    elif isinstance(e, openai.APIStatusError): why = f'HTTP {e.status_code}: {error_detail(e.body) or e.message}'
-    elif isinstance(e, ApiError): why = f'HTTP {e.status_code}: {error_detail(e.body) or e.body}'
-    elif isinstance(e, (openai.APIConnectionError, httpx.TransportError, httpx2.TransportError)):
+    oa, el = sys.modules.get('openai'), sys.modules.get('elevenlabs.core.api_error')  # an SDK not loaded raised nothing
+    if isinstance(e, (httpx.TimeoutException, httpx2.TimeoutException)) or oa and isinstance(e, oa.APITimeoutError): why = 'timed out'
+    elif oa and isinstance(e, oa.APIStatusError): why = f'HTTP {e.status_code}: {error_detail(e.body) or e.message}'
+    elif el and isinstance(e, el.ApiError): why = f'HTTP {e.status_code}: {error_detail(e.body) or e.body}'
+    elif isinstance(e, (httpx.TransportError, httpx2.TransportError)) or oa and isinstance(e, oa.APIConnectionError):
         cause = e.__cause__ or e.__context__
         why = f'connection failed ({cause or e})'
-    elif isinstance(e, openai.APIError): why = e.message
+    elif oa and isinstance(e, oa.APIError): why = e.message
     elif isinstance(e, ValueError): why = f'unreadable answer ({type(e).__name__}: {e})'
     else: why = f'{type(e).__name__}: {e}'
     return ProviderError(f'{name}: {why}')
@@ -60,8 +59,9 @@ def provider_error(name: str, # the provider's name, e.g. 'openai:gpt-4o-mini'
 # %% ../nbs/05b_cloud.ipynb #e9418e22
 class _OpenAIAdapter:
     "What the OpenAI adapters share: a client without SDK retries, and closing it if it is ours."
-    def _connect(self, api_key: str | None, base_url: str, timeout: float, client: openai.AsyncOpenAI | None):
+    def _connect(self, api_key: str | None, base_url: str, timeout: float, client: object):
         "Set `self.client`: a copy of the shared `client` with retries off, or a new client of our own."
+        import openai  # each SDK loads with its first adapter (about a second each): a server loads only those it speaks through
         self._owns = client is None
         if client is None and not api_key: raise ProviderError(f'{self.name}: no API key given')
         try:
@@ -90,7 +90,7 @@ class OpenAISTT(_OpenAIAdapter, SpeechToText):
                  language: str | None = 'en', # ISO-639-1 language of the caller, helps accuracy and latency
                  prompt: str | None = None, # words to expect (names, titles of works), passed as the prompt
                  timeout: float = 10., # seconds allowed per request
-                 client: openai.AsyncOpenAI | None = None, # a client to share instead of making one
+                 client: object = None, # an `openai.AsyncOpenAI` client to share instead of making one
                 ):
         self.model, self.language, self.prompt, self.timeout = model, language, prompt, timeout
         self.name = f'openai:{model}'
@@ -107,7 +107,7 @@ class OpenAISTT(_OpenAIAdapter, SpeechToText):
             result = await self.client.audio.transcriptions.create(
                 model=self.model, file=('turn.wav', wav, 'audio/wav'), response_format='json',
                 timeout=self.timeout, **extra)
-        except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
+        except sdk_errors() as e: raise provider_error(self.name, e) from e
         return result.text.strip()
 
 # %% ../nbs/05b_cloud.ipynb #781b2656
@@ -119,7 +119,7 @@ class OpenAIChat(_OpenAIAdapter, LanguageModel):
                  max_tokens: int = 150, # longest reply, in tokens (a phone reply should be short)
                  temperature: float = 0.7, # sampling temperature
                  timeout: float = 10., # seconds allowed to connect and between streamed chunks
-                 client: openai.AsyncOpenAI | None = None, # a client to share instead of making one
+                 client: object = None, # an `openai.AsyncOpenAI` client to share instead of making one
                 ):
         self.model, self.max_tokens, self.temperature, self.timeout = model, max_tokens, temperature, timeout
         self.name = f'openai:{model}'
@@ -141,7 +141,7 @@ class OpenAIChat(_OpenAIAdapter, LanguageModel):
                 async for line in resp.iter_lines():
                     if (text := chat_line(line, self.name, usage)) is None: break
                     if text: yield text
-        except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
+        except sdk_errors() as e: raise provider_error(self.name, e) from e
 
 def chat_line(line: str, # one line of a streamed chat completion
                name: str, # the provider, for errors
@@ -177,6 +177,9 @@ class ElevenLabsTTS(TextToSpeech):
         self.name = f'elevenlabs:{model}'
         if not api_key: raise ProviderError(f'{self.name}: no API key given')
         self.voice_id, self.model, self.timeout, self.optimize_streaming_latency = voice_id, model, timeout, optimize_streaming_latency
+        from elevenlabs import VoiceSettings as ElevenLabsVoiceSettings
+        from elevenlabs.client import AsyncElevenLabs
+        from httpx_aiohttp import HttpxAiohttpClient
         self.voice_settings = ElevenLabsVoiceSettings(**voice.elevenlabs_settings())
         self._http = HttpxAiohttpClient(timeout=timeout, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
         self.client = AsyncElevenLabs(api_key=api_key, base_url=base_url, httpx_client=self._http)
@@ -193,7 +196,7 @@ class ElevenLabsTTS(TextToSpeech):
                 async for chunk in audio:
                     if first: check_raw(chunk, self.name, 'ulaw_8000'); first = False
                     if chunk: yield chunk
-        except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
+        except sdk_errors() as e: raise provider_error(self.name, e) from e
 
     async def aclose(self):
         "Close the HTTP connections."
@@ -209,7 +212,7 @@ class OpenAITTS(_OpenAIAdapter, TextToSpeech):
                  instructions: str | None = None, # how to speak (`gpt-4o-mini-tts` only)
                  speed: float | None = None, # 0.25..4 (None: the server's default)
                  timeout: float = 10., # seconds allowed to connect and between streamed chunks
-                 client: openai.AsyncOpenAI | None = None, # a client to share instead of making one
+                 client: object = None, # an `openai.AsyncOpenAI` client to share instead of making one
                 ):
         self.voice, self.model, self.instructions, self.speed, self.timeout = voice, model, instructions, speed, timeout
         self.name = f'openai:{model}'
@@ -231,6 +234,6 @@ class OpenAITTS(_OpenAIAdapter, TextToSpeech):
                     carry = data[whole:]
                     out = down.resample_chunk(np.frombuffer(data[:whole], '<i2'))
                     if len(out): yield ulaw_encode(out).tobytes()
-        except _SDK_ERRORS as e: raise provider_error(self.name, e) from e
+        except sdk_errors() as e: raise provider_error(self.name, e) from e
         out = down.resample_chunk(np.zeros(0, np.int16), last=True)
         if len(out): yield ulaw_encode(out).tobytes()

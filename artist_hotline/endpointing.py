@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, frames, read_audio, resample
-from .calibrate import phone_signal, read_lab, read_rttm
+from .calibrate import Report, calibrate_report, phone_signal, read_lab, read_rttm
 from .settings import DetectorSettings, TurnSettings, VoicingSettings, WordsSettings
 from .turns import CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance
 from .vad import frame_db, turn_vad
@@ -21,14 +21,15 @@ from .vad import frame_db, turn_vad
 # %% auto #0
 __all__ = ['PROTOTYPE', 'VAPI', 'Case', 'room_tone', 'aligned_words', 'sentence_cases', 'paused', 'voiced_part', 'number_cases',
            'digit_cases', 'noise_cases', 'words_heard', 'sphinx_heard', 'measured', 'replay', 'judge', 'summarize',
-           'compare', 'operating_point', 'eot_table', 'plot_case']
+           'compare', 'operating_point', 'eot_table', 'plot_case', 'labelled_cases', 'judge_utterances', 'word_summary',
+           'word_grid', 'tune_words', 'offline_ear', 'calibrate_turn']
 
 # %% ../nbs/02c_endpointing.ipynb #603b2fd0
 @dataclass
 class Case:
     "A phone signal, what was said in it and when, and what the turn-taker should make of it."
     name: str # short name
-    group: str # sentence | pause 300 | pause 500 | pause 700 | number | digit | noise
+    group: str # sentence | pause 300 | pause 500 | pause 700 | number | digit | noise | labelled (a folder's own)
     pcm: np.ndarray # int16 samples at 8 kHz, through the phone line
     words: list = field(default_factory=list) # (word, start, end) seconds of each word said
     end: float | None = None # when the caller's utterance ends (None: no speech)
@@ -298,3 +299,100 @@ def plot_case(case: Case, # a case
     if case.pause: ax.axvspan(*case.pause, color='C1', alpha=0.15)
     ax.set(xlim=(0, case.seconds), ylim=(-1, 0.8), yticks=[], xlabel='s', title=case.name)
     return ax
+
+# %% ../nbs/02c_endpointing.ipynb #46b8c6c0
+def labelled_cases(recs: list, # `calibrate.Recording`s of a folder (`calibrate.recordings`)
+                  ) -> list[Case]:
+    "A folder's recordings as cases: utterance labels as the case's `words` ('utterance N', start, end); no speech: noise; meetings left out."
+    out = []
+    for r in recs:
+        if r.speech and r.utterances:
+            spans = [(f'utterance {i + 1}', b, min(e, r.seconds)) for i, (b, e) in enumerate(r.speech)]
+            out.append(Case(r.name, 'labelled', r.pcm, spans, spans[-1][2]))
+        elif not r.speech: out.append(Case(r.name, 'noise', r.pcm))
+    return out
+
+# %% ../nbs/02c_endpointing.ipynb #dd5de1bb
+def judge_utterances(case: Case, # a case of `labelled_cases`
+                     turns: list[Utterance], # what `replay` gave
+                     slack_s: float = 0.1, # a label may end this much after the voice
+                    ) -> dict:
+    "Per labelled utterance, when its turn was over after it (inf: never, or with the next); the turns over inside one; the turns on no speech."
+    spans, late = [(b, e) for _, b, e in case.words], []
+    for i, (b, e) in enumerate(spans):
+        nxt = spans[i + 1][0] if i + 1 < len(spans) else np.inf
+        over = [u.over for u in turns if u.start < e and u.over >= e - slack_s]
+        late.append(max(0., over[0] - e) if over and over[0] < nxt else np.inf)
+    return dict(case=case.name, group=case.group, late=late, cut=sum(any(b < u.over < e - slack_s for b, e in spans) for u in turns),
+                false=sum(not any(u.start < e and u.over > b for b, e in spans) for u in turns),
+                quiet_s=case.seconds - sum(e - b for b, e in spans))
+
+def word_summary(rows: list[dict], # `judge_utterances` of every case under one setting
+                ) -> dict:
+    "One setting on a folder: end of turn after an utterance, p50 / p90 (nearest rank; never is inf), cut-offs, false turns a minute."
+    late = np.array([x for r in rows for x in r['late']])
+    q = lambda p: float(np.quantile(late, p, method='inverted_cdf')) if len(late) else np.nan
+    cut, quiet = sum(r['cut'] for r in rows), sum(r['quiet_s'] for r in rows)
+    return {'utterances': len(late), 'end p50 s': q(0.5), 'end p90 s': q(0.9), 'unanswered': int(np.isinf(late).sum()),
+            'cut-offs': cut, 'cut share': cut / len(late) if len(late) else 0.,
+            'false/min': sum(r['false'] for r in rows) / (quiet / 60) if quiet else 0.}
+
+# %% ../nbs/02c_endpointing.ipynb #16a545fd
+def word_grid(base: TurnSettings, # the detector and silence to keep (the detector step's choice)
+              complete: tuple = (180, 300, 500, 800, 1100), # `words.complete_ms` to try
+              stale: tuple = (500, 300, 800), # `words.stale_ms` to try
+              thresholds: tuple = (0.3, 0.5, 0.7), # Smart Turn thresholds to try (empty: the voice model stays off)
+             ) -> list[TurnSettings]:
+    "The word step's settings: each `complete` with each `stale`, the voice model off; then the voice model at each threshold with the first two `complete`."
+    def w(c, s, model='off', t=base.voice.threshold):
+        return TurnSettings.model_validate(base.model_dump() | {'words': base.words.model_dump() | dict(complete_ms=c, stale_ms=s),
+                                                                'voice': base.voice.model_dump() | dict(model=model, threshold=t)})
+    return [w(c, s) for c in complete for s in stale] + [w(c, stale[0], 'smart-turn', t) for t in thresholds for c in complete[:2]]
+
+# %% ../nbs/02c_endpointing.ipynb #f5fb1ce6
+def tune_words(cases: list[Case], # `labelled_cases` of a folder
+               base: TurnSettings, # the detector and silence to keep
+               ear: Callable, # the streaming ear, as `replay` takes it: audio -> (text, seconds)
+               voice: Callable | None = None, # the voice model, as `replay` takes it (None: settings that use it are left out)
+               grid: list | None = None, # the settings to try (None: `word_grid(base)`)
+               cut_goal: float = 0.05, # the share of utterances a setting may cut
+               false_goal: float = 1.0, # the false turns a minute it may make
+              ) -> tuple[TurnSettings, pd.DataFrame]:
+    "Replay every case through the ear under each setting: the quickest within the goals (else the fewest cut-offs), and every setting's figures."
+    grid = [s for s in (grid or word_grid(base)) if voice is not None or s.voice.model == 'off']
+    rows = []
+    for s in grid:
+        v = voice if s.voice.model != 'off' else None
+        figs = word_summary([judge_utterances(c, replay(c, s, None, v, True, ear)) for c in cases])
+        rows.append({'complete ms': s.words.complete_ms, 'stale ms': s.words.stale_ms,
+                     'voice': 'off' if v is None else f'smart-turn {s.voice.threshold:g}'} | figs)
+    table = pd.DataFrame(rows)
+    table['within goals'] = (table['cut share'] <= cut_goal) & (table['false/min'] <= false_goal)
+    pool = table[table['within goals']] if table['within goals'].any() else table
+    pool = pool.assign(p50=(pool['end p50 s'] / 0.02).round(), p90=(pool['end p90 s'] / 0.02).round())  # to the frame: finer is the ear's jitter
+    order = ['unanswered', 'p50', 'p90'] if table['within goals'].any() else ['cut share', 'false/min', 'unanswered', 'p50', 'p90']
+    best = pool.sort_values(order, kind='stable').index[0]
+    table['chosen'] = table.index == best
+    return grid[best], table
+
+# %% ../nbs/02c_endpointing.ipynb #a32733c2
+def offline_ear(voice: bool = True, # load the voice model too
+               ) -> tuple[Callable, Callable | None]:
+    "The offline default's ear (Whisper tiny.en's reading) and voice model (Smart Turn), loaded, timed and remembered, as `replay` takes them."
+    from artist_hotline.neural import WhisperSTT
+    from artist_hotline.smartturn import SmartTurn
+    return measured(WhisperSTT().load().read), measured(SmartTurn().load().probability) if voice else None
+
+def calibrate_turn(folder: str | Path, # any folder of recordings with labels beside them, or the shared corpus
+                   out_dir: str | Path, # where turn.toml, the tables and the plots go
+                   ear: str = 'whisper', # 'whisper': tune the word waits through the offline ear; 'none': the detector step alone
+                   grid: list | None = None, # the detector step's settings (None: `calibrate.default_grid()`)
+                   progress: bool = True, # show a progress bar
+                   show: bool = True, # print the tables
+                  ) -> Report:
+    "Choose the detector and silence on a folder's recordings, then the word waits and the voice model through the ear; write turn.toml."
+    if ear not in ('whisper', 'none'): raise ValueError(f"ear must be 'whisper' or 'none', not {ear!r}")
+    def words(recs, turn):  # the engines load once the folder is known to hold recordings
+        hear, voice = offline_ear()
+        return tune_words(labelled_cases(recs), turn, hear, voice)
+    return calibrate_report(folder, out_dir, grid, progress, show, words if ear == 'whisper' else None)

@@ -9,10 +9,10 @@ from collections import deque
 from typing import Awaitable, Callable
 
 import aiohttp
-import openai
 
 from .providers import ProviderError, StreamingSpeechToText, TranscriptStream
 from .settings import OPENAI_URL
+from .cloud import sdk_errors
 from .wire import read_events, ws_open
 
 # %% auto #0
@@ -72,7 +72,7 @@ class RealtimeTranscript(TranscriptStream):
         "Send the queued events in order."
         try:
             while True: await self._send_event(await self._outbox.get())
-        except (ConnectionError, RuntimeError, aiohttp.ClientError, openai.OpenAIError) as e:
+        except (ConnectionError, RuntimeError, aiohttp.ClientError, *sdk_errors()) as e:
             self.lost(f'sending failed ({type(e).__name__}: {e})')
 
     def _push(self, ulaw):
@@ -200,10 +200,11 @@ class OpenAIRealtimeSTT(StreamingSpeechToText):
                  prompt: str | None = None, # words to expect
                  delay: str | None = 'low', # `gpt-realtime-whisper`'s delay
                  timeout: float = 5., # seconds allowed to configure the session
-                 client: openai.AsyncOpenAI | None = None, # a client to share instead of making one
+                 client: object = None, # an `openai.AsyncOpenAI` client to share instead of making one
                 ):
         self.name = f'openai-realtime:{model}'
         if client is None and not api_key: raise ProviderError(f'{self.name}: no API key given')
+        import openai
         self.client = client or openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
         self.timeout, self.session = timeout, transcription_session(model, language, prompt, delay)
 

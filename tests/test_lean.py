@@ -56,3 +56,20 @@ def test_serve_runs_the_cloud_path_without_the_extras(tmp_path):
         assert health['problems'] and all('unreachable' in p for p in health['problems'])  # only the providers nobody runs here
     finally:
         proc.terminate(); proc.wait(30)
+
+
+@pytest.mark.parametrize('env, loaded', [
+    ({}, []),  # the offline default
+    (dict(OPENAI_API_KEY='k', ELEVENLABS_API_KEY='k', ELEVENLABS_VOICE_ID='v'), []),  # the cloud path over plain aiohttp (the default client)
+    (dict(OPENAI_API_KEY='k', ELEVENLABS_API_KEY='k', ELEVENLABS_VOICE_ID='v', PROVIDER_CLIENT='sdk'), ['openai', 'elevenlabs']),
+    (dict(OPENAI_API_KEY='k', TTS_PROVIDER='openai', PROVIDER_CLIENT='sdk'), ['openai']),
+    (dict(ELEVENLABS_API_KEY='k', ELEVENLABS_VOICE_ID='v', PROVIDER_CLIENT='sdk'), ['elevenlabs'])])
+def test_an_sdk_is_imported_only_where_used(tmp_path, env, loaded):
+    "Each SDK costs about a second to import: the engines a server builds load only the SDKs they speak through."
+    code = ('import sys; from artist_hotline.settings import Settings; from artist_hotline.persona import load_persona; '
+            'from artist_hotline.engines import make_providers; p = make_providers(Settings.from_env(env_file=None), load_persona()); '
+            "print(' '.join(m for m in ('openai', 'elevenlabs') if any(k == m or k.startswith(m + '.') for k in sys.modules)))")
+    clean = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+    r = subprocess.run([sys.executable, '-c', code], env=clean | env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == loaded, r.stdout

@@ -3,6 +3,7 @@ import json, os, re, signal, socket, subprocess, sys, time, tomllib, urllib.requ
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import wait_health
@@ -93,30 +94,43 @@ def test_settings_are_frozen():
     with pytest.raises(Exception, match='frozen'): CallSettings().max_call_s = 1
 
 
-def labelled_folder(folder: Path) -> Path:
+def labelled_folder(folder: Path, # made here
+                    pairs: bool = False, # also two pairs of lines, each said as one utterance with 600 ms of silence inside
+                   ) -> Path:
     "A plain folder as a user would make it: the demo caller's recordings with Audacity labels, and a room without speech."
     folder.mkdir()
-    for wav in sorted((ROOT / 'recordings/caller').glob('*.wav')):
-        pcm, sr = read_audio(wav)
+    said = {wav.stem: read_audio(wav) for wav in sorted((ROOT / 'recordings/caller').glob('*.wav'))}
+    takes = {k: (k,) for k in said} | ({'02_then_04': ('02_artist', '04_advice'), '01_then_03': ('01_hello', '03_interrupt')} if pairs else {})
+    for name, parts in takes.items():
+        sr = said[parts[0]][1]
+        pad, gap = np.zeros(sr, np.int16), np.zeros(int(0.6 * sr), np.int16)
+        pcm = np.concatenate([pad, *[x for p in parts for x in (said[p][0], gap)][:-1], pad])
         voiced = np.flatnonzero(frame_db(pcm if sr == 8000 else pcm[::sr // 8000]) > -45)
-        pad = np.zeros(sr, np.int16)
-        write_wav(folder / wav.name, np.r_[pad, pcm, pad], sr)
-        (folder / wav.with_suffix('.txt').name).write_text(f'{1 + voiced[0] * 0.02:.3f}\t{1 + (voiced[-1] + 1) * 0.02:.3f}\t{wav.stem}\n')
+        write_wav(folder / f'{name}.wav', pcm, sr)
+        (folder / f'{name}.txt').write_text(f'{voiced[0] * 0.02:.3f}\t{(voiced[-1] + 1) * 0.02:.3f}\t{name}\n')
     room = (200 * np.random.default_rng(1).normal(size=6 * 16000)).astype(np.int16)
     write_wav(folder / 'quiet_room.wav', room, 16000)
     return folder
 
 
 def test_calibrate_a_plain_folder_then_serve_what_it_chose(tmp_path):
-    "`artist-hotline calibrate DIR --out OUT` writes turn.toml; `serve` with TURN_CONFIG runs with exactly that, as /health shows."
-    folder, out = labelled_folder(tmp_path / 'my_wavs'), tmp_path / 'out'
-    r = subprocess.run(CLI + ['calibrate', str(folder), '--out', str(out)], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    """`artist-hotline calibrate DIR --out OUT` writes turn.toml, its word waits tuned through the offline ear; `serve` with
+    TURN_CONFIG runs with exactly that, as /health shows. The folder's callers pause 600 ms after a question and go on: the
+    shipped word waits cut them, so calibrate changes them."""
+    folder, out = labelled_folder(tmp_path / 'my_wavs', pairs=True), tmp_path / 'out'
+    r = subprocess.run(CLI + ['calibrate', str(folder), '--out', str(out)], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert 'noise:quiet_room' in r.stdout and 'chosen:' in r.stdout and f'TURN_CONFIG={out}/turn.toml' in r.stdout
     chosen = tomllib.loads((out / 'turn.toml').read_text())
     assert TurnSettings.model_validate(chosen)  # a complete, valid turn part of the settings tree
-    for name in ('levels.png', 'frame_pr.png', 'tradeoff.png', 'calibration_grid.csv', 'calibration_summary.csv', 'recordings.csv'):
+    for name in ('levels.png', 'frame_pr.png', 'tradeoff.png', 'calibration_grid.csv', 'calibration_summary.csv', 'recordings.csv',
+                 'words_grid.csv', 'words_tradeoff.png'):
         assert (out / name).stat().st_size > 100, name
+    words = pd.read_csv(out / 'words_grid.csv')
+    c = words[words.chosen].iloc[0]
+    assert words.loc[0, 'cut-offs'] >= 2 and c['cut-offs'] == 0 and c.utterances == 7, words  # the shipped waits (first row) cut the pauses
+    shipped = TurnSettings().words
+    assert (chosen['words']['complete_ms'], chosen['words']['stale_ms']) == (c['complete ms'], c['stale ms']) != (shipped.complete_ms, shipped.stale_ms)
 
     # the README's steps: .env copied from .env.example, TURN_CONFIG filled in, `serve` from that folder
     env_file = (ROOT / '.env.example').read_text().replace('\nTURN_CONFIG=\n', f'\nTURN_CONFIG={out}/turn.toml\n')
