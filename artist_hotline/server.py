@@ -16,11 +16,11 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 import artist_hotline
 from .aftercall import wind_up
 from .call import Call
-from .callsweb import add_calls_routes
+from .callsweb import add_calls_routes, to_json
 from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
 from .records import CallSink
-from .store import Admission, Store, StoreSink
+from .store import Admission, Store, StoreSink, caller_key, utcnow
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
 from .providers import Providers
 from .settings import Settings, turn_overrides, turn_report
@@ -28,10 +28,10 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
-           'REPLICA', 'TAKEN_HERE', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio', 'stream_key',
-           'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call', 'status_callback',
-           'health', 'ready', 'metrics', 'call_setup', 'voice_stream', 'drain', 'create_app', 'connection_budget',
-           'BudgetSite', 'serve']
+           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio',
+           'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call',
+           'blocks_api', 'status_callback', 'health', 'ready', 'metrics', 'call_setup', 'voice_stream', 'drain',
+           'create_app', 'connection_budget', 'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -120,6 +120,7 @@ STORE = web.AppKey('store', Store)
 WIND_UPS = web.AppKey('wind_ups', set)
 REPLICA = web.AppKey('replica', str)
 TAKEN_HERE = web.AppKey('taken_here', collections.OrderedDict) # streams this replica took, for when the store is away
+BLOCKED = web.AppKey('blocked', dict) # caller key -> when its block ends: the store's blocks, read every BLOCK_REFRESH_S
 
 _STORE_DOWN = (asyncio.TimeoutError, sa.exc.SQLAlchemyError, OSError)
 
@@ -172,6 +173,11 @@ async def voice(request: web.Request) -> web.Response:
     sid, r = form.get('CallSid', ''), VoiceResponse()
     caller, ours = (form.get('To', ''), form.get('From', '')) if outbound else (form.get('From', ''), form.get('To', ''))
     if not valid_sid(sid): raise _refuse(request, 400, f'CallSid {sid[:40]!r} is not a call sid')
+    if not outbound and (until := app[BLOCKED].get(caller_key(caller))) and until > utcnow():  # from memory: no store, no engine
+        log.warning('call %s from %s rejected: blocked until %s', sid, caller, until.isoformat(timespec='seconds'))
+        app[STATS]['blocked'] += 1
+        r.reject()
+        return _twiml(r)
     line = request.query.get('persona', '') if outbound else ''
     line = line or persona_for(ours, app[LINES].numbers, '')  # the persona of our number ('': the server's own)
     try: persona = (await app[LINES].line(line))[0] if line else app[PERSONA]
@@ -215,14 +221,19 @@ async def voice(request: web.Request) -> web.Response:
 
 _ENDED = ('completed', 'busy', 'failed', 'no-answer', 'canceled')
 
-async def outbound_call(request: web.Request) -> web.Response:
-    "`POST /calls/outbound` with `{'to': '+1555…', 'persona': '…'}`: place a call (CALLS_UI_TOKEN as a bearer token)."
-    from artist_hotline.outbound import OutboundError, place_call
+def _bearer(request: web.Request) -> Settings:
+    "The settings, if the request carries CALLS_UI_TOKEN as a bearer token (no cookie: no cross-site requests); else 404 (no token set) or 401."
     s = request.app[SETTINGS]
     if not s.calls_ui_token: raise web.HTTPNotFound()
     auth = request.headers.get('Authorization', '')
-    if not (auth[:7].lower() == 'bearer ' and hmac.compare_digest(auth[7:].strip().encode(), s.calls_ui_token.encode())):  # no cookie: no cross-site calls
+    if not (auth[:7].lower() == 'bearer ' and hmac.compare_digest(auth[7:].strip().encode(), s.calls_ui_token.encode())):
         raise web.HTTPUnauthorized(headers={'WWW-Authenticate': 'Bearer realm="calls"'})
+    return s
+
+async def outbound_call(request: web.Request) -> web.Response:
+    "`POST /calls/outbound` with `{'to': '+1555…', 'persona': '…'}`: place a call (CALLS_UI_TOKEN as a bearer token)."
+    from artist_hotline.outbound import OutboundError, place_call
+    s = _bearer(request)
     try: body = await request.json()
     except (ValueError, UnicodeDecodeError): body = None
     if not isinstance(body, dict) or not isinstance(body.get('to'), str) or not isinstance(body.get('persona', ''), str):
@@ -236,6 +247,30 @@ async def outbound_call(request: web.Request) -> web.Response:
     except OutboundError as e: return web.json_response({'error': str(e)}, status=e.status)
     log.info('call %s to %s placed (persona %s)', sid, body['to'], persona or request.app[PERSONA].name)
     return web.json_response({'sid': sid, 'to': body['to'], 'persona': persona or request.app[PERSONA].name, 'status': 'queued'}, status=201)
+
+async def blocks_api(request: web.Request) -> web.Response:
+    "`GET /blocks`: the blocks in force; `POST /blocks` `{'number': '+1555…', 'hours': 24, 'reason': '…'}`: block a number; `DELETE /blocks/{number}`: lift it."
+    s, app = _bearer(request), request.app
+    store, wait = app[STORE], s.store_timeout_s
+    try:
+        if request.method == 'GET': return web.json_response({'blocks': await asyncio.wait_for(store.blocked(), wait)}, dumps=to_json)
+        if request.method == 'DELETE':
+            key = caller_key(request.match_info['number'])
+            lifted = await asyncio.wait_for(store.unblock(key), wait)
+            app[BLOCKED].pop(key, None)
+            return web.json_response({'number': key, 'lifted': lifted}, status=200 if lifted else 404)
+        try: body = await request.json()
+        except (ValueError, UnicodeDecodeError): body = None
+        hours = body.get('hours', s.block_hours) if isinstance(body, dict) else None
+        if not (isinstance(body, dict) and isinstance(body.get('number'), str) and body['number'].strip() and isinstance(body.get('reason', ''), str)
+                and isinstance(hours, (int, float)) and not isinstance(hours, bool) and 0 < hours <= 24 * 3650):
+            return web.json_response({'error': 'send a JSON object: {"number": "+15551230001", "hours": 24, "reason": "optional"}'}, status=400)
+        key = caller_key(body['number'])
+        until = await asyncio.wait_for(store.block(key, hours, body.get('reason', '')), wait)
+        app[BLOCKED][key] = until  # here at once; the other replicas within BLOCK_REFRESH_S
+        log.warning('%s blocked until %s (%s)', key, until.isoformat(timespec='seconds'), body.get('reason') or 'no reason given')
+        return web.json_response({'number': key, 'until': until.isoformat(), 'reason': body.get('reason', '')}, status=201)
+    except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
 
 async def status_callback(request: web.Request) -> web.Response:
     "Twilio's stream and call status callbacks: checked and logged; a call Twilio says is over is ended in the store."
@@ -272,6 +307,7 @@ async def health(request: web.Request) -> web.Response:
                               'signatures': 'checked' if s.twilio_auth_token else 'NOT CHECKED (no TWILIO_AUTH_TOKEN)',
                               'malformed_messages': app[STATS]['malformed'], 'calls_total': app[STATS]['calls'],
                               'connections_refused': app[STATS]['connections_refused'], 'bodies_refused': app[STATS]['bodies_refused'],
+                              'blocked_numbers': len(app[BLOCKED]), 'blocked_calls': app[STATS]['blocked'],
                               'event_loop': type(asyncio.get_running_loop()).__module__.split('.')[0]})  # 'uvloop' under `serve`
 
 # %% ../nbs/08_server.ipynb #aa4af9c9
@@ -449,19 +485,28 @@ async def _heartbeats(app: web.Application, first: bool = False):
         if ended: log.warning('calls nobody holds any more, ended: %s', json.dumps(ended))
     except _STORE_DOWN as e: log.warning('heartbeat: the store did not answer (%s)', type(e).__name__)
 
+async def _read_blocks(app: web.Application):
+    "The store's blocked numbers into memory, where the webhook looks (the ones known are kept while the store does not answer)."
+    try: rows = await asyncio.wait_for(app[STORE].blocked(), app[SETTINGS].store_timeout_s)
+    except _STORE_DOWN as e:
+        log.warning('blocked numbers: the store did not answer (%s); the %d known stay blocked', type(e).__name__, len(app[BLOCKED]))
+        return
+    app[BLOCKED].clear(); app[BLOCKED].update({r['caller']: r['until'] for r in rows})
+
 async def _store(app: web.Application):
     "The call store and its writer for the app's lifetime: opened first, flushed and closed last, after the calls' records."
     store, sink, s = app[STORE], app[SINK], app[SETTINGS]
     await store.open()
     await sink.open()
     await _heartbeats(app, first=True)  # the calls of this replica's previous life, and of replicas that died
-    async def beat():
+    await _read_blocks(app)
+    async def every(seconds, step):
         while True:
-            await asyncio.sleep(s.heartbeat_s)
-            await _heartbeats(app)
-    beating = asyncio.create_task(beat())
+            await asyncio.sleep(seconds)
+            await step(app)
+    tasks = [asyncio.create_task(every(s.heartbeat_s, _heartbeats)), asyncio.create_task(every(s.block_refresh_s, _read_blocks))]
     yield
-    beating.cancel()
+    for t in tasks: t.cancel()
     await sink.close(timeout=s.shutdown_timeout_s)
     try: await asyncio.wait_for(store.retire(app[REPLICA]), s.store_timeout_s)
     except _STORE_DOWN: pass  # the others will find this replica silent
@@ -477,7 +522,7 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app = web.Application(client_max_size=s.max_webhook_bytes)
     app[SETTINGS], app[PERSONA] = s, persona or load_persona(s.persona or None, dirs=persona_dirs(s.personas_dir))
     app[LINES] = Lines(s, app[PERSONA], providers)
-    app[CALLS], app[FINISHED], app[TAKEN_HERE] = {}, [], collections.OrderedDict()
+    app[CALLS], app[FINISHED], app[TAKEN_HERE], app[BLOCKED] = {}, [], collections.OrderedDict(), {}
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None
@@ -490,7 +535,8 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app.add_routes([web.post('/voice', voice), web.get('/voice-stream', voice_stream),
                     web.post('/stream-status', status_callback), web.post('/call-status', status_callback),
                     web.get('/health', health), web.get('/ready', ready), web.get('/metrics', metrics),
-                    web.post('/calls/outbound', outbound_call)])
+                    web.post('/calls/outbound', outbound_call),
+                    web.get('/blocks', blocks_api), web.post('/blocks', blocks_api), web.delete('/blocks/{number}', blocks_api)])
     add_calls_routes(app, STORE, s.calls_ui_token, recordings_dir=s.recordings_dir)
     return app
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from .records import CallRecord, CallSink, TurnRecord
 
 # %% auto #0
-__all__ = ['DEFAULT_URL', 'SCHEMA_VERSION', 'metadata', 'calls', 'TIMINGS', 'turns', 'events', 'refusals', 'replicas',
+__all__ = ['DEFAULT_URL', 'SCHEMA_VERSION', 'metadata', 'calls', 'TIMINGS', 'turns', 'events', 'refusals', 'replicas', 'blocks',
            'schema_version', 'MIGRATIONS', 'STAGES', 'log', 'WRITES', 'database_url', 'make_engine', 'utcnow',
            'migrate', 'latency_ms', 'is_anonymous', 'caller_key', 'Store', 'turn_row', 'plain_summary', 'Admission',
            'redact', 'passing', 'StoreSink', 'SpillError']
@@ -57,7 +57,7 @@ def make_engine(url: str = '', # a DATABASE_URL (see `database_url`)
     return engine
 
 # %% ../nbs/12_store.ipynb #cef38b79
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 _ts = lambda: sa.DateTime(timezone=True)
@@ -130,6 +130,12 @@ replicas = sa.Table('replicas', metadata,
     sa.Column('name', sa.String(200), primary_key=True),
     sa.Column('heartbeat_at', _ts(), nullable=False))
 
+blocks = sa.Table('blocks', metadata,
+    sa.Column('caller_key', sa.Text, primary_key=True), # the blocked caller (`caller_key`)
+    sa.Column('until', _ts(), nullable=False), # when the block ends
+    sa.Column('reason', sa.Text, nullable=False, default=''),
+    sa.Column('at', _ts(), nullable=False)) # when it was made
+
 schema_version = sa.Table('schema_version', metadata,
     sa.Column('version', sa.Integer, primary_key=True),
     sa.Column('applied_at', _ts(), nullable=False))
@@ -155,7 +161,8 @@ MIGRATIONS: dict[int, list] = {2: [_to_v2],
                                    "ALTER TABLE turns ADD COLUMN partial_text TEXT NOT NULL DEFAULT ''",
                                    'ALTER TABLE turns ADD COLUMN stt_final FLOAT'],
                                4: ['ALTER TABLE calls ADD COLUMN insights TEXT'],
-                               5: ['ALTER TABLE turns ADD COLUMN words_ready FLOAT']}
+                               5: ['ALTER TABLE turns ADD COLUMN words_ready FLOAT'],
+                               6: [blocks.create]}
 
 _LOCK_KEY = 0x4C1_7E5  # PostgreSQL advisory lock held while the schema is set up
 
@@ -528,6 +535,35 @@ async def _refusals(self: Store,
 
 Store.admit, Store.open_calls, Store.calls_in_last_hour, Store.refusals = _admit_call, _open_calls, _calls_in_last_hour, _refusals
 
+# %% ../nbs/12_store.ipynb #14ec09f5
+def _block(conn, ins, key, until, reason, now):
+    q = ins(blocks).values(caller_key=key, until=until, reason=reason, at=now)
+    conn.execute(q.on_conflict_do_update(index_elements=['caller_key'], set_={'until': q.excluded.until, 'reason': q.excluded.reason, 'at': q.excluded.at}))
+
+async def _block_caller(self: Store,
+                        caller: str, # the number (any way of writing it), SIP address or client name
+                        hours: float, # how long
+                        reason: str = '', # why, for the list
+                       ) -> datetime:
+    "Block a caller for `hours` on every replica (a block there already is replaced); when it ends."
+    if not hours > 0: raise ValueError(f'a block lasts longer than 0 hours, not {hours}')
+    now = utcnow()
+    await self._tx(_block, self._insert, caller_key(caller), now + timedelta(hours=hours), reason, now)
+    return now + timedelta(hours=hours)
+
+async def _unblock(self: Store,
+                   caller: str, # as given to `block`
+                  ) -> bool:
+    "Lift a caller's block; False if there was none."
+    return await self._tx(lambda c: c.execute(blocks.delete().where(blocks.c.caller_key == caller_key(caller))).rowcount) > 0
+
+async def _blocked(self: Store) -> list[dict]:
+    "The blocks in force, soonest to end first: caller (its key), until, reason, at."
+    q = sa.select(blocks.c.caller_key.label('caller'), blocks.c.until, blocks.c.reason, blocks.c.at).where(blocks.c.until > utcnow()).order_by(blocks.c.until)
+    return [_row(r) for r in await self._tx(lambda c: c.execute(q).all())]
+
+Store.block, Store.unblock, Store.blocked = _block_caller, _unblock, _blocked
+
 # %% ../nbs/12_store.ipynb #60cbb161
 def _claim(conn, ins, sid, stream_sid, replica, caller, persona, now) -> bool:
     n = conn.execute(calls.update().where(calls.c.sid == sid, calls.c.stream_at.is_(None), calls.c.ended_at.is_(None))
@@ -558,6 +594,7 @@ def _sweep(conn, ins, replica, heartbeat_s, stream_wait_s, longest_s, restarted,
     ended = {why: conn.execute(calls.update().where(calls.c.ended_at.is_(None), cond).values(ended_at=now, outcome=why)).rowcount
              for why, cond in rules}
     conn.execute(replicas.delete().where(replicas.c.heartbeat_at < now - timedelta(hours=1)))
+    conn.execute(blocks.delete().where(blocks.c.until <= now))  # blocks that ran out
     return {k: v for k, v in ended.items() if v}
 
 async def _heartbeat(self: Store,

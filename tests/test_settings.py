@@ -42,7 +42,8 @@ def test_env_example_lists_every_setting_with_its_default(tmp_path):
     ('VAD', 'silero', "'webrtc' or 'energy'"), ('TRUSTED_NETWORKS', 'garbage', 'is not a network'),
     ('PUBLIC_URL', 'example.com', 'https://'), ('TOKEN_TTL_S', '-1', 'greater than 0'),
     ('DATABASE_URL', 'notaurl', 'sqlite:///'), ('PORT', 'abc', 'valid integer'),
-    ('HANGOVER_MS', '-5', 'greater than or equal to 20'), ('STT_PROVIDER', 'whisperx', "'auto', 'openai', 'whisper' or 'pocketsphinx'")])
+    ('HANGOVER_MS', '-5', 'greater than or equal to 20'), ('STT_PROVIDER', 'whisperx', "'auto', 'openai', 'whisper' or 'pocketsphinx'"),
+    ('BLOCK_HOURS', '0', 'greater than 0'), ('BLOCK_REFRESH_S', '900', 'less than or equal to 300')])
 def test_bad_value_stops_serve_naming_the_variable(tmp_path, name, value, says):
     t0 = time.monotonic()
     r = subprocess.run(CLI + ['serve'], env=clean_env(**{name: value}), cwd=tmp_path, capture_output=True, text=True, timeout=60)
