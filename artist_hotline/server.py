@@ -20,7 +20,7 @@ from .callsweb import add_calls_routes, to_json
 from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
 from .records import CallSink
-from .store import Admission, Store, StoreSink, caller_key, utcnow
+from .store import Admission, Store, StoreSink, caller_key, remove_recordings, utcnow
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
 from .providers import Providers
 from .settings import Settings, turn_overrides, turn_report
@@ -30,8 +30,8 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
            'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio',
            'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call',
-           'blocks_api', 'status_callback', 'health', 'ready', 'metrics', 'call_setup', 'voice_stream', 'drain',
-           'create_app', 'connection_budget', 'BudgetSite', 'serve']
+           'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'call_setup', 'voice_stream',
+           'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -272,6 +272,15 @@ async def blocks_api(request: web.Request) -> web.Response:
         return web.json_response({'number': key, 'until': until.isoformat(), 'reason': body.get('reason', '')}, status=201)
     except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
 
+async def forget_caller(request: web.Request) -> web.Response:
+    "`DELETE /callers/{number}`: everything kept about one caller deleted (`Store.forget`), its recordings on this replica's disk too."
+    s, app = _bearer(request), request.app
+    try: done = await asyncio.wait_for(app[STORE].forget(request.match_info['number']), s.store_timeout_s * 5)
+    except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
+    done['recordings'] = await asyncio.to_thread(remove_recordings, done['recordings'], s.recordings_dir)
+    log.warning('%s forgotten: %s', caller_key(request.match_info['number']), json.dumps(done))
+    return web.json_response({'number': caller_key(request.match_info['number'])} | done)
+
 async def status_callback(request: web.Request) -> web.Response:
     "Twilio's stream and call status callbacks: checked and logged; a call Twilio says is over is ended in the store."
     form = await webhook_form(request)
@@ -493,6 +502,17 @@ async def _read_blocks(app: web.Application):
         return
     app[BLOCKED].clear(); app[BLOCKED].update({r['caller']: r['until'] for r in rows})
 
+async def _prune_step(app: web.Application):
+    "The retention schedule: one replica deletes the old calls and refusals (`Store.prune`); each deletes the old recordings on its disk."
+    s = app[SETTINGS]
+    try: done = await asyncio.wait_for(app[STORE].prune(s.retention_days, s.prune_every_s), s.store_timeout_s * 5)
+    except _STORE_DOWN as e:
+        log.warning('retention: the store did not answer (%s); trying again in %g s', type(e).__name__, s.prune_every_s)
+        done = None
+    removed = await asyncio.to_thread(remove_recordings, (done or {}).get('recordings', []), s.recordings_dir, s.retention_days)
+    if done: log.info('retention (%g days): deleted %d calls, %d turns, %d events, %d refusals; %d recordings here', s.retention_days,
+                      done['calls'], done['turns'], done['events'], done['refusals'], removed)
+
 async def _store(app: web.Application):
     "The call store and its writer for the app's lifetime: opened first, flushed and closed last, after the calls' records."
     store, sink, s = app[STORE], app[SINK], app[SETTINGS]
@@ -500,11 +520,13 @@ async def _store(app: web.Application):
     await sink.open()
     await _heartbeats(app, first=True)  # the calls of this replica's previous life, and of replicas that died
     await _read_blocks(app)
-    async def every(seconds, step):
+    async def every(seconds, step, now=False):
         while True:
-            await asyncio.sleep(seconds)
+            if not now: await asyncio.sleep(seconds)
+            now = False
             await step(app)
     tasks = [asyncio.create_task(every(s.heartbeat_s, _heartbeats)), asyncio.create_task(every(s.block_refresh_s, _read_blocks))]
+    if s.retention_days: tasks.append(asyncio.create_task(every(s.prune_every_s, _prune_step, now=True)))
     yield
     for t in tasks: t.cancel()
     await sink.close(timeout=s.shutdown_timeout_s)
@@ -536,7 +558,8 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
                     web.post('/stream-status', status_callback), web.post('/call-status', status_callback),
                     web.get('/health', health), web.get('/ready', ready), web.get('/metrics', metrics),
                     web.post('/calls/outbound', outbound_call),
-                    web.get('/blocks', blocks_api), web.post('/blocks', blocks_api), web.delete('/blocks/{number}', blocks_api)])
+                    web.get('/blocks', blocks_api), web.post('/blocks', blocks_api), web.delete('/blocks/{number}', blocks_api),
+                    web.delete('/callers/{number}', forget_caller)])
     add_calls_routes(app, STORE, s.calls_ui_token, recordings_dir=s.recordings_dir)
     return app
 

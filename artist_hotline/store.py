@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_store.ipynb #1d5ca987
 from __future__ import annotations
-import asyncio, collections, functools, hashlib, json, logging, os, re, tempfile, unicodedata, uuid
+import asyncio, collections, functools, hashlib, json, logging, os, re, tempfile, time, unicodedata, uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,9 +17,9 @@ from .records import CallRecord, CallSink, TurnRecord
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'SCHEMA_VERSION', 'metadata', 'calls', 'TIMINGS', 'turns', 'events', 'refusals', 'replicas', 'blocks',
-           'schema_version', 'MIGRATIONS', 'STAGES', 'log', 'WRITES', 'database_url', 'make_engine', 'utcnow',
-           'migrate', 'latency_ms', 'is_anonymous', 'caller_key', 'Store', 'turn_row', 'plain_summary', 'Admission',
-           'redact', 'passing', 'StoreSink', 'SpillError']
+           'maintenance', 'schema_version', 'MIGRATIONS', 'STAGES', 'log', 'WRITES', 'database_url', 'make_engine',
+           'utcnow', 'migrate', 'latency_ms', 'is_anonymous', 'caller_key', 'Store', 'turn_row', 'plain_summary',
+           'Admission', 'remove_recordings', 'redact', 'passing', 'StoreSink', 'SpillError']
 
 # %% ../nbs/12_store.ipynb #14ccfeec
 DEFAULT_URL = 'sqlite:///calls.sqlite3'
@@ -136,6 +136,10 @@ blocks = sa.Table('blocks', metadata,
     sa.Column('reason', sa.Text, nullable=False, default=''),
     sa.Column('at', _ts(), nullable=False)) # when it was made
 
+maintenance = sa.Table('maintenance', metadata,
+    sa.Column('task', sa.String(64), primary_key=True), # e.g. 'prune'
+    sa.Column('at', _ts(), nullable=False)) # when a replica last ran it
+
 schema_version = sa.Table('schema_version', metadata,
     sa.Column('version', sa.Integer, primary_key=True),
     sa.Column('applied_at', _ts(), nullable=False))
@@ -162,7 +166,7 @@ MIGRATIONS: dict[int, list] = {2: [_to_v2],
                                    'ALTER TABLE turns ADD COLUMN stt_final FLOAT'],
                                4: ['ALTER TABLE calls ADD COLUMN insights TEXT'],
                                5: ['ALTER TABLE turns ADD COLUMN words_ready FLOAT'],
-                               6: [blocks.create]}
+                               6: [blocks.create, maintenance.create]}
 
 _LOCK_KEY = 0x4C1_7E5  # PostgreSQL advisory lock held while the schema is set up
 
@@ -563,6 +567,61 @@ async def _blocked(self: Store) -> list[dict]:
     return [_row(r) for r in await self._tx(lambda c: c.execute(q).all())]
 
 Store.block, Store.unblock, Store.blocked = _block_caller, _unblock, _blocked
+
+# %% ../nbs/12_store.ipynb #f770098a
+def _delete_calls(conn, where) -> dict:
+    sids = sa.select(calls.c.sid).where(where)
+    paths = [p for (p,) in conn.execute(sa.select(calls.c.recording).where(where, calls.c.recording.is_not(None)))]
+    return dict(turns=conn.execute(turns.delete().where(turns.c.call_sid.in_(sids))).rowcount,
+                events=conn.execute(events.delete().where(events.c.call_sid.in_(sids))).rowcount,
+                calls=conn.execute(calls.delete().where(where)).rowcount, recordings=paths)
+
+def _claim_task(conn, ins, task, every_s, now) -> bool:
+    conn.execute(ins(maintenance).values(task=task, at=now - timedelta(seconds=every_s + 1)).on_conflict_do_nothing(index_elements=['task']))
+    due = maintenance.c.at <= now - timedelta(seconds=every_s)
+    return conn.execute(maintenance.update().where(maintenance.c.task == task, due).values(at=now)).rowcount == 1
+
+def _prune_old(conn, ins, days, every_s, now):
+    if every_s is not None and not _claim_task(conn, ins, 'prune', every_s, now): return None
+    before = now - timedelta(days=days)
+    out = _delete_calls(conn, calls.c.started_at < before)
+    out['refusals'] = conn.execute(refusals.delete().where(refusals.c.at < before)).rowcount
+    return out
+
+async def _prune(self: Store,
+                 days: float, # keep what is younger than this
+                 every_s: float | None = None, # on a schedule: only if no replica pruned in the last `every_s` (None: now, whatever)
+                ) -> dict | None:
+    "Delete the calls (turns, events, memory) and refusals older than `days`: how many of each, and the recordings' paths; None if another replica's turn."
+    if not days > 0: raise ValueError(f'keep calls for more than 0 days, not {days}')
+    return await self._tx(_prune_old, self._insert, days, every_s, utcnow())
+
+def _forget_caller(conn, key):
+    out = _delete_calls(conn, calls.c.caller_key == key)
+    given = [c for (c,) in conn.execute(sa.select(refusals.c.caller).distinct()) if caller_key(c) == key]  # refusals keep the number as given
+    out['refusals'] = conn.execute(refusals.delete().where(refusals.c.caller.in_(given))).rowcount if given else 0
+    return out
+
+async def _forget(self: Store,
+                  caller: str, # the number (any way of writing it), SIP address or client name
+                 ) -> dict:
+    "Delete everything kept about one caller: calls, turns, events, memory, refusals; how many of each, and the recordings' paths."
+    return await self._tx(_forget_caller, caller_key(caller))
+
+Store.prune, Store.forget = _prune, _forget
+
+def remove_recordings(paths: list, # recordings' paths, as `prune` or `forget` return them
+                      folder: str | Path, # RECORDINGS_DIR: only files inside it are removed
+                      older_than_days: float = 0, # also every recording in `folder` last written longer ago than this (0: none)
+                     ) -> int:
+    "Delete the call recordings named that lie in `folder` (on this replica's disk), and with `older_than_days` the old ones; how many (blocking)."
+    root = Path(folder).resolve()
+    doomed = {Path(p).resolve() for p in paths} | ({f.resolve() for f in root.glob('*.wav') if f.stat().st_mtime < time.time() - older_than_days * 86400}
+                                                    if older_than_days and root.is_dir() else set())
+    gone = 0
+    for f in doomed:
+        if f.is_relative_to(root) and f.is_file(): f.unlink(); gone += 1
+    return gone
 
 # %% ../nbs/12_store.ipynb #60cbb161
 def _claim(conn, ins, sid, stream_sid, replica, caller, persona, now) -> bool:
