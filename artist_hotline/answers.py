@@ -52,8 +52,10 @@ class Bot:
                  tasks: Tasks, # the call's tasks: the answers run among them
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
+                 said: Callable[[str], str | None] = lambda words: None, # told each turn's words; a line it returns is said instead of a reply (the call did what they asked)
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
+        self.said = said
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
         self.reply: Answer | None = None # what the bot is answering or saying
@@ -148,7 +150,8 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
             await ans.over.wait()
             rec.outcome, rec.error = 'junk', why
             return self.record.turn(rec)
-        await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}]))
+        line = self.said(rec.caller_text)
+        await self._speak(ans, once(line) if line else self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}]))
         await self._admit(ans)
     except asyncio.CancelledError:
         if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_call.ipynb #ab7dd1f1
 from __future__ import annotations
-import asyncio, logging
+import asyncio, logging, re
 from dataclasses import dataclass
 from functools import partial
 from typing import Awaitable, Callable
@@ -24,7 +24,17 @@ from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import VoiceSession
 
 # %% auto #0
-__all__ = ['log', 'Peek', 'Call']
+__all__ = ['log', 'asks_not_to_be_recorded', 'Peek', 'Call']
+
+# %% ../nbs/07_call.ipynb #dcda4872
+_OBJECT = r"(?:\s+(?:this(?:\s+call)?|me|us|it|the\s+call|our\s+call|the\s+conversation|please|now))?\s*(?:[.,!?]|$)"  # "record" of the call, not of music
+_DONT_RECORD = re.compile(rf"\b(?:do\s?n[o'’]?t|do\s+not)\s+record{_OBJECT}|\bstop\s+(?:the\s+)?recording{_OBJECT}|\bnot\s+(?:to\s+)?be\s+recorded\b"
+                          rf"|\brather\s+it\s+(?:was|were)n['’]?t\s+recorded\b", re.I)
+
+def asks_not_to_be_recorded(words: str, # what the caller said
+                           ) -> bool:
+    "Do these words ask for the call not to be recorded?"
+    return bool(_DONT_RECORD.search(words or ''))
 
 # %% ../nbs/07_call.ipynb #832cc972
 log = logging.getLogger('artist_hotline.call')
@@ -52,10 +62,11 @@ class Call:
                  caller_summary: str | None = None, # what we remember of their last call
                  notice: str | None = None, # a line said before the greeting (e.g. the recording notice)
                  record: bool = False, # keep both sides of the call for a stereo recording
+                 opt_out: bool = False, # the caller may stop the recording (saying "don't record", or key 9): none is kept then
                  clock: Callable[[], float] | None = None, # the call's clock (default: seconds since now)
                 ):
         self.settings = s = settings or CallSettings()
-        self.start, self.providers, self.notice, self._hangup = start, providers, notice, hangup
+        self.start, self.providers, self.notice, self._hangup, self.opt_out = start, providers, notice, hangup, opt_out
         self.clock = clock or Clock()
         self.record = CallRecord(start.call_sid, start.stream_sid, caller, persona.name, self.clock, sink)
         self.turn_taker = TurnTaker(s.turn, self.record.number)
@@ -64,7 +75,7 @@ class Call:
         self._tasks = Tasks(f'call {start.call_sid}')
         self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
                        providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
-                       send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)))
+                       send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said)
         self._pending = b'' # inbound µ-law short of a whole frame
         self._early: Answer | None = None # an answer started in the caller's pause
         self._peek = Peek()
@@ -95,7 +106,10 @@ class Call:
                 frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
                 self._frame(frame)
         elif isinstance(msg, Mark): self.bot.played(msg.name)
-        elif isinstance(msg, Dtmf): self.record.key(msg.digit)
+        elif isinstance(msg, Dtmf):
+            self.record.key(msg.digit)
+            if msg.digit == '9' and self._unrecord('key 9') and not self.bot.busy:
+                self._tasks.spawn(self.bot.line('recording', self.bot.memory.persona.recording_stopped))
         elif isinstance(msg, Stop): self._tasks.spawn(self.close('caller hung up'))
 
     def _frame(self, ulaw: bytes) -> None:
@@ -105,6 +119,18 @@ class Call:
         tt = self.turn_taker
         self._act(tt.push(ulaw_decode(ulaw), self.clock(), self.ear.hearing))
         if tt.speaking and self.bot.busy: self._over_bot()
+
+    def _said(self, words: str) -> str | None:
+        "A turn's words, before they are answered: a caller who asks not to be recorded is not, and hears so instead of a reply."
+        if asks_not_to_be_recorded(words) and self._unrecord('words'): return self.bot.memory.persona.recording_stopped
+        return None
+
+    def _unrecord(self, by: str) -> bool:
+        "Stop the recording at the caller's request, dropping what it kept (True); False if the call is not recorded or may not be stopped."
+        if not (self.opt_out and self.recorder is not None): return False
+        self.bot.playout.recorder = None
+        self.record.event('recording_stopped', by=by)
+        return True
 
     def _heard(self, words: str) -> None:
         "The ear's words for the turn under way, to the turn-taker."

@@ -438,9 +438,10 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                 caller = m.custom_parameters.get('caller', '')
                 CALL_SID.set(m.call_sid)  # on every log line of this call, from this task and those it starts
                 persona, providers = _line(app, m)
+                record, notice, opt_out = persona.recording(s.record_calls)  # the persona's policy, or RECORD_CALLS
                 call = Call(m, providers, persona, ws.send_str, _hangup(app, m.call_sid, ws), s.call,
                             sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
-                            record=s.record_calls, notice=persona.recording_notice if s.record_calls else None)
+                            record=record, notice=notice, opt_out=opt_out)
                 call.record.event('setup', **call_setup(s, providers))  # what this call ran with: the report splits calls by it
                 app[CALLS][m.call_sid], app[STATS]['calls'] = call, app[STATS]['calls'] + 1
                 app[METRICS].calls.inc()
