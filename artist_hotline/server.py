@@ -549,7 +549,8 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None
-    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, reserve_mb=s.store_spill_reserve_mb, secrets=s.secrets), app[METRICS], spend)
+    app[SINK] = MetricsSink(sink or StoreSink(app[STORE], max_queue=s.store_queue, spill=s.store_spill, reserve_mb=s.store_spill_reserve_mb, secrets=s.secrets,
+                                                   personal=s.redact_transcripts), app[METRICS], spend)
     app[SOCKETS], app[WIND_UPS] = weakref.WeakSet(), set()
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)

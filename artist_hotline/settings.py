@@ -208,6 +208,7 @@ class Settings(_Part):
     block_refresh_s: float = Field(5, gt=0, le=300) # how often a replica reads the blocked numbers from the store (a block made elsewhere takes this long)
     retention_days: float = Field(0, ge=0) # calls (turns, events, memory, recordings) and refusals older than this are deleted (0: kept)
     prune_every_s: float = Field(3600, gt=0) # how often the deleting runs (one replica each time)
+    redact_transcripts: bool = False # store callers' e-mail addresses, card and phone numbers masked (the model still hears them)
     notify_sms_to: str = '' # text a summary of each call here (needs Twilio credentials and NOTIFY_SMS_FROM)
     notify_sms_from: str = '' # the Twilio number that sends it
     insights: bool = True # after each call, its sentiment, topics and follow-ups: from the model, or a heuristic offline

@@ -19,7 +19,7 @@ from .records import CallRecord, CallSink, TurnRecord
 __all__ = ['DEFAULT_URL', 'SCHEMA_VERSION', 'metadata', 'calls', 'TIMINGS', 'turns', 'events', 'refusals', 'replicas', 'blocks',
            'maintenance', 'schema_version', 'MIGRATIONS', 'STAGES', 'log', 'WRITES', 'database_url', 'make_engine',
            'utcnow', 'migrate', 'latency_ms', 'is_anonymous', 'caller_key', 'Store', 'turn_row', 'plain_summary',
-           'Admission', 'remove_recordings', 'redact', 'passing', 'StoreSink', 'SpillError']
+           'Admission', 'remove_recordings', 'redact', 'mask_personal', 'passing', 'StoreSink', 'SpillError']
 
 # %% ../nbs/12_store.ipynb #14ccfeec
 DEFAULT_URL = 'sqlite:///calls.sqlite3'
@@ -694,6 +694,23 @@ def redact(text: str, # text that may quote a secret
         if s and len(s) >= 4: text = text.replace(s, '[redacted]')
     return _SECRETISH.sub(lambda m: (m['scheme'] or m['name'] or '') + '[redacted]', text)
 
+# %% ../nbs/12_store.ipynb #f8f083ef
+_DIGIT_WORDS = r'(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)'
+_EMAIL = re.compile(r'[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[a-z0-9]+(?:\s+dot\s+[a-z0-9]+)*\s+at\s+[a-z0-9-]+(?:\s+dot\s+(?:com|org|net|edu|gov|io|co|uk|de|fr))+\b', re.I)
+_NUMBER = re.compile(r'(?<![\w+])\+?\d(?:[\s().-]{0,2}\d){6,18}(?!\w)|\b' + _DIGIT_WORDS + r'(?:[\s,-]+' + _DIGIT_WORDS + r'){6,}\b', re.I)
+
+def _luhn(digits: str) -> bool:
+    total = sum(d if i % 2 == 0 else (2 * d - 9 if d > 4 else 2 * d) for i, d in enumerate(int(c) for c in reversed(digits)))
+    return total % 10 == 0
+
+def mask_personal(text: str, # what a caller (or the bot) said
+                 ) -> str:
+    "The text with e-mail addresses, card numbers and phone numbers replaced by `[email]`, `[card]` and `[phone]`."
+    def number(m):
+        digits = re.sub(r'\D', '', m[0])
+        return '[card]' if 13 <= len(digits) <= 19 and _luhn(digits) else '[phone]' if not digits or 7 <= len(digits) <= 15 else m[0]
+    return _NUMBER.sub(number, _EMAIL.sub('[email]', text or ''))
+
 # %% ../nbs/12_store.ipynb #efab6292
 _SQLITE_PASSING = ('locked', 'busy', 'readonly', 'read-only', 'disk i/o', 'unable to open', 'disk is full')
 
@@ -714,6 +731,12 @@ def _scrub(v, secrets):
     if isinstance(v, list): return [_scrub(x, secrets) for x in v]
     return v
 
+def _personal(v):
+    if isinstance(v, str): return mask_personal(v)
+    if isinstance(v, dict): return {k: _personal(x) for k, x in v.items()}
+    if isinstance(v, list): return [_personal(x) for x in v]
+    return v
+
 def _json_default(v):
     if isinstance(v, datetime): return {'$dt': v.isoformat()}
     raise TypeError(type(v).__name__)
@@ -727,11 +750,13 @@ class StoreSink(CallSink):
                  spill: str | Path | None = None, # where unwritten writes go at shutdown (and are read from at the next start)
                  reserve_mb: float = 8., # room kept for the spill from the start, so that a full disk still takes it
                  secrets: tuple = (), # values never to store (API keys, tokens)
+                 personal: bool = False, # mask callers' e-mail addresses, card and phone numbers in what is stored (`mask_personal`)
                  timeout_s: float = 10., # deadline of one batch
                  batch: int = 200, # most writes in one transaction
                  retry_s: tuple = (0.2, 5.), # the first and the longest pause between attempts
                 ):
         self.store, self.max_queue, self.spill, self.secrets = store, max_queue, Path(spill).absolute() if spill else None, tuple(secrets)
+        self.personal = personal
         self.timeout_s, self.batch, self.retry_s, self.reserve_mb = timeout_s, batch, retry_s, reserve_mb
         self.queue: collections.deque = collections.deque() # (kind, sid, value), oldest first
         self.written = self.failures = self.dropped = 0 # writes landed; failed attempts; writes given up
@@ -759,6 +784,11 @@ class StoreSink(CallSink):
         self._put('start', call.sid, dict(caller=call.caller, persona=call.persona, stream_sid=call.stream_sid,
                                           started_at=utcnow() - timedelta(seconds=call.now())))
 
+    def _clean(self, v):
+        "A value to store, secrets taken out, and personal details masked when asked (strings in dicts and lists too)."
+        v = _scrub(v, self.secrets)
+        return _personal(v) if self.personal else v
+
     async def start_call(self, sid: str, # Twilio's CallSid
                          caller: str = '', # the caller's number
                          persona: str = '', # who answers
@@ -776,6 +806,8 @@ class StoreSink(CallSink):
         self._ensure(call)
         row = turn_row(rec)
         if row.get('error'): row['error'] = redact(row['error'], self.secrets)
+        if self.personal:
+            for k in ('caller_text', 'reply_text', 'heard_text', 'partial_text'): row[k] = mask_personal(row.get(k, ''))
         self._put('turn', call.sid, row)
 
     async def event(self, call: CallRecord, # the call's record
@@ -784,7 +816,7 @@ class StoreSink(CallSink):
                    ):
         "Queue an event (a key press also updates the call's `dtmf`)."
         self._ensure(call)
-        self._put('event', call.sid, dict(kind=kind, detail=_scrub(detail, self.secrets), t=call.now(), at=utcnow(), uid=uuid.uuid4().hex))
+        self._put('event', call.sid, dict(kind=kind, detail=self._clean(detail), t=call.now(), at=utcnow(), uid=uuid.uuid4().hex))
         if kind == 'dtmf': self._put('dtmf', call.sid, call.dtmf)
 
     async def end_call(self, sid: str, # Twilio's CallSid
@@ -795,8 +827,8 @@ class StoreSink(CallSink):
                        insights: dict | None = None, # sentiment, topics, follow_up
                       ):
         "Queue a call's end, after every record of the call before it."
-        self._put('end', sid, dict(ended_at=ended_at or utcnow(), outcome=outcome, summary=summary, recording=recording,
-                                   insights=_scrub(insights, self.secrets)))  # a model's error may quote a key
+        self._put('end', sid, dict(ended_at=ended_at or utcnow(), outcome=outcome, summary=self._clean(summary), recording=recording,
+                                   insights=self._clean(insights)))  # a model's error may quote a key
         self._known.discard(sid)
 
     async def close_call(self, sid: str, # Twilio's CallSid

@@ -49,3 +49,19 @@ async def test_a_caller_who_asks_not_to_be_recorded_leaves_no_wav(aiohttp_server
 async def test_a_caller_cannot_stop_an_always_recording(aiohttp_server, tmp_path):
     call, wavs = await call_with(aiohttp_server, tmp_path, 'always', ["please don't record this call"], dtmf='9')
     assert len(wavs) == 1 and not [e for e in call['events'] if e['kind'] == 'recording_stopped']
+
+
+async def test_personal_details_are_masked_in_what_is_stored_and_heard_by_the_model(aiohttp_server, tmp_path):
+    "REDACT_TRANSCRIPTS: the stored turn, summary and events hold [phone], [email], [card]; the model was told the real ones."
+    said = 'text me at 555 123 4567 or mail ann@example.com, my card is 4111 1111 1111 1111'
+    llm = CannedLLM('I will text 555 123 4567 the link.')
+    app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/calls.sqlite3', store_spill='', redact_transcripts=True),
+                     providers=Providers(EchoSTT([said]), llm, ToneTTS()))
+    base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+    sim = await simulate_call(base, [Step(pcm=voiced(0.8, 0), pause_s=0.2)], speed=0)
+    await settled(app)
+    call = await app[STORE].get_call(sim.call_sid)
+    (reply,) = [t for t in call['turns'] if t['kind'] == 'reply']
+    assert reply['caller_text'] == 'text me at [phone] or mail [email], my card is [card]', reply['caller_text']
+    assert reply['reply_text'] == 'I will text [phone] the link.' and '555' not in (call['summary'] or '')
+    assert any(said in m['content'] for p in llm.prompts for m in p if m['role'] == 'user')  # the model heard them
