@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 from fastcore.basics import patch
 
 from .answers import Answer, Bot
+from .junk import abuse_reason
 from .audio import FRAME_SAMPLES, ulaw_decode
 from .persona import Memory, Persona
 from .playout import CallRecorder, Clock
@@ -24,12 +25,14 @@ from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import VoiceSession
 
 # %% auto #0
-__all__ = ['log', 'asks_not_to_be_recorded', 'Peek', 'Call']
+__all__ = ['ABUSIVE', 'log', 'asks_not_to_be_recorded', 'Peek', 'Call']
 
 # %% ../nbs/07_call.ipynb #dcda4872
 _OBJECT = r"(?:\s+(?:this(?:\s+call)?|me|us|it|the\s+call|our\s+call|the\s+conversation|please|now))?\s*(?:[.,!?]|$)"  # "record" of the call, not of music
 _DONT_RECORD = re.compile(rf"\b(?:do\s?n[o'’]?t|do\s+not)\s+record{_OBJECT}|\bstop\s+(?:the\s+)?recording{_OBJECT}|\bnot\s+(?:to\s+)?be\s+recorded\b"
                           rf"|\brather\s+it\s+(?:was|were)n['’]?t\s+recorded\b", re.I)
+
+ABUSIVE = 'abusive caller' # how a call hung up on for abuse ends (the server blocks the number)
 
 def asks_not_to_be_recorded(words: str, # what the caller said
                            ) -> bool:
@@ -80,6 +83,7 @@ class Call:
         self._early: Answer | None = None # an answer started in the caller's pause
         self._peek = Peek()
         self._closing, self.ended = False, asyncio.Event()
+        self.strikes = 0 # abusive turns so far
 
     @property
     def sid(self) -> str: return self.record.sid
@@ -122,8 +126,22 @@ class Call:
 
     def _said(self, words: str) -> str | None:
         "A turn's words, before they are answered: a caller who asks not to be recorded is not, and hears so instead of a reply."
-        if asks_not_to_be_recorded(words) and self._unrecord('words'): return self.bot.memory.persona.recording_stopped
+        persona = self.bot.memory.persona
+        if asks_not_to_be_recorded(words) and self._unrecord('words'): return persona.recording_stopped
+        if (why := abuse_reason(words)) and self.settings.abuse_strikes:
+            self.strikes += 1
+            self.record.event('abuse', why=why, strike=self.strikes)
+            if self.strikes < self.settings.abuse_strikes: return persona.abuse_warning
+            self._tasks.spawn(self._end_after(persona.abuse_goodbye, ABUSIVE))
+            return persona.abuse_goodbye
         return None
+
+    async def _end_after(self, line: str, why: str) -> None:
+        "End the call (no other goodbye) once the reply saying `line` is over: heard, or cut."
+        self.record.end_reason = why  # the call asks nothing more meanwhile
+        deadline = self.clock() + 2 * self.settings.tts_timeout_s + 30
+        while not any(t.reply_text == line for t in self.record.turns) and self.clock() < deadline: await asyncio.sleep(0.05)
+        await self.end(why, goodbye=False)
 
     def _unrecord(self, by: str) -> bool:
         "Stop the recording at the caller's request, dropping what it kept (True); False if the call is not recorded or may not be stopped."
@@ -162,11 +180,13 @@ async def run(self: Call) -> None:
         await self.close(self.record.end_reason or 'ended')
 
 @patch
-async def end(self: Call, why: str) -> None:
+async def end(self: Call, why: str,
+              goodbye: bool = True, # say the persona's goodbye first
+             ) -> None:
     "Stop talking, say goodbye, wait for it to play, and hang up (the call is then closed by its socket or by `close`)."
     self.record.end_reason = why
     if self.bot.busy or self.bot.playout.waiting(): self.bot.stop(why, 'cut_off')  # the goodbye is heard now, not after what Twilio buffered; the cut turn keeps what was heard
-    await self.bot.line('goodbye', self.bot.memory.persona.goodbye, wait=True)
+    if goodbye: await self.bot.line('goodbye', self.bot.memory.persona.goodbye, wait=True)
     if self._hangup is not None:
         try: await self._hangup()
         except Exception as e: log.warning('hang-up failed: %s', e)

@@ -56,6 +56,8 @@ class Persona:
     record:str='' # the recording policy: always (no word said), announce, ask (the caller may stop it), never; '': RECORD_CALLS says announce or never
     recording_question:str="This call is recorded. If you'd rather it wasn't, say don't record, or press 9." # said first when `record` is ask
     recording_stopped:str="Okay, this call is no longer recorded." # said when the caller stops the recording
+    abuse_warning:str="Let's keep this friendly, please, or I'll have to end the call." # said to an abusive caller (`CallSettings.abuse_strikes`)
+    abuse_goodbye:str="I'm ending this call now. Goodbye." # said before hanging up on an abusive caller
     outbound_greeting:str="Hello, this is the artist hotline calling. Is now a good time to talk?" # said first on a call the hotline places: who calls, and why
     voicemail:str="Hello, this is the artist hotline. Sorry we missed you; call us back any time." # left on an answering machine, before hanging up
     voice:VoiceSettings=field(default_factory=VoiceSettings) # how the persona sounds
@@ -74,7 +76,7 @@ class PersonaError(ValueError):
     "A persona file is missing, unreadable or invalid."
 
 _TEXT = ('name', 'system_prompt', 'greeting', 'reprompt', 'goodbye', 'busy', 'recording_notice', 'recording_question', 'recording_stopped',
-         'outbound_greeting', 'voicemail')
+         'abuse_warning', 'abuse_goodbye', 'outbound_greeting', 'voicemail')
 RECORD_POLICIES = ('always', 'announce', 'ask', 'never') # what `Persona.record` may say
 _REQUIRED = ('name', 'system_prompt', 'greeting')
 _LINES = ('fallback_lines', 'small_talk')

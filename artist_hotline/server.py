@@ -5,6 +5,7 @@
 # %% ../nbs/08_server.ipynb #73006b76
 from __future__ import annotations
 import asyncio, base64, collections, contextlib, dataclasses, gc, hashlib, hmac, json, logging, math, os, re, resource, secrets, socket, time, weakref
+from datetime import timedelta
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
@@ -15,12 +16,12 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 import artist_hotline
 from .aftercall import wind_up
-from .call import Call
+from .call import ABUSIVE, Call
 from .callsweb import add_calls_routes, to_json
 from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
 from .records import CallSink
-from .store import Admission, Store, StoreSink, caller_key, remove_recordings, utcnow
+from .store import Admission, Store, StoreSink, caller_key, is_anonymous, remove_recordings, utcnow
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
 from .providers import Providers
 from .settings import Settings, turn_overrides, turn_report
@@ -457,13 +458,26 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
             app[CALLS].pop(call.sid, None)
             app[FINISHED].append(call); del app[FINISHED][:-100]
             if reader.malformed: log.warning('call %s: %d malformed messages dropped %s', call.sid, reader.malformed, dict(reader.dropped))
-            ending = asyncio.create_task(wind_up(call, runner, 'ended' if ws.closed else 'stream closed', s, app[SINK]))
+            ending = asyncio.create_task(_ended(app, call, runner, 'ended' if ws.closed else 'stream closed'))
             app[WIND_UPS].add(ending); ending.add_done_callback(app[WIND_UPS].discard)
             await asyncio.shield(ending)
         await ws.close()
     return ws
 
 # %% ../nbs/08_server.ipynb #f0635562
+async def _ended(app: web.Application, call: Call, runner: asyncio.Task, reason: str) -> None:
+    "A call's wind-up (`aftercall.wind_up`); a caller hung up on for abuse is blocked for BLOCK_HOURS, on every replica."
+    s = app[SETTINGS]
+    await wind_up(call, runner, reason, s, app[SINK])
+    if call.record.end_reason != ABUSIVE or is_anonymous(call.record.caller): return  # a withheld number is every anonymous caller
+    key = caller_key(call.record.caller)
+    try: until = await asyncio.wait_for(app[STORE].block(key, s.block_hours, ABUSIVE), s.store_timeout_s * 5)
+    except _STORE_DOWN as e:
+        log.error('call %s: %s not blocked in the store (%s): blocked on this replica only', call.sid, key, type(e).__name__)
+        until = utcnow() + timedelta(hours=s.block_hours)
+    app[BLOCKED][key] = until
+    log.warning('call %s: %s hung up on for abuse, blocked until %s', call.sid, key, until.isoformat(timespec='seconds'))
+
 async def _engines(app: web.Application):
     "The lines (personas and their engines) for the app's lifetime: made, loaded and checked at start, closed at the end."
     s, lines = app[SETTINGS], app[LINES]

@@ -120,6 +120,7 @@ class CallSettings(_Part):
     idle_reprompt_s: float = Field(10, gt=0) # caller silence before the bot asks if they are there
     idle_hangup_s: float = Field(25, gt=0) # caller silence before goodbye and hang-up
     max_call_s: float = Field(600, gt=0) # a call's longest length; then goodbye
+    abuse_strikes: int = Field(2, ge=0) # abusive turns (`junk.abuse_reason`) before the hotline hangs up and blocks the number; the ones before are warned (0: never)
     stt_timeout_s: float = Field(8, gt=0) # speech-to-text deadline
     stt_final_timeout_s: float = Field(2, gt=0) # a streamed turn's final transcript deadline; then its audio is transcribed
     llm_timeout_s: float = Field(8, gt=0) # deadline for the model's first token

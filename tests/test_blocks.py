@@ -73,3 +73,29 @@ async def test_every_replica_rejects_a_blocked_number_even_with_the_database_sta
         assert status == 200 and '<Connect' in twiml
     finally:
         proxy.up(); await proxy.close()
+
+
+async def test_an_abusive_caller_is_warned_then_hung_up_on_and_blocked(aiohttp_server, tmp_path):
+    "The first abusive turn gets the persona's warning, the second its goodbye and a hang-up; the number is then rejected."
+    from artist_hotline.persona import load_persona
+    from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
+    from artist_hotline.server import BLOCKED, STORE, create_app
+    from artist_hotline.settings import Settings
+    from artist_hotline.simulate import Step, simulate_call
+    from conftest import voiced
+    from test_calls_kept import settled
+    texts = ['you stupid machine, shut up', 'fuck you', 'hello again']
+    app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/calls.sqlite3', store_spill=''),
+                     providers=Providers(EchoSTT(texts), CannedLLM('Boats are wonderful.'), ToneTTS()))
+    base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+    sim = await simulate_call(base, [Step(pcm=voiced(0.8, i), pause_s=0.2) for i in range(3)], speed=0, from_='+15554440001')
+    await settled(app)
+    call = await app[STORE].get_call(sim.call_sid)
+    persona = load_persona()
+    said = [t['reply_text'] for t in call['turns'] if t['kind'] == 'reply']
+    assert said == [persona.abuse_warning, persona.abuse_goodbye] and call['outcome'] == 'abusive caller', (said, call['outcome'])
+    assert [e['detail'] for e in call['events'] if e['kind'] == 'abuse'] == [{'why': 'insult', 'strike': 1}, {'why': 'insult', 'strike': 2}]
+    assert [b['caller'] for b in await app[STORE].blocked()] == ['+15554440001'] and '+15554440001' in app[BLOCKED]
+    async with aiohttp.ClientSession() as http:  # the next call from that number, written another way
+        r = await http.post(base + '/voice', data=voice_params('CA' + 'a' * 32, 'AC' + '1' * 32, '+1 555 444 0001'))
+        assert await r.text() == REJECT
