@@ -110,10 +110,7 @@ class Call:
                 frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
                 self._frame(frame)
         elif isinstance(msg, Mark): self.bot.played(msg.name)
-        elif isinstance(msg, Dtmf):
-            self.record.key(msg.digit)
-            if msg.digit == '9' and self._unrecord('key 9') and not self.bot.busy:
-                self._tasks.spawn(self.bot.line('recording', self.bot.memory.persona.recording_stopped))
+        elif isinstance(msg, Dtmf): self._key(msg.digit)
         elif isinstance(msg, Stop): self._tasks.spawn(self.close('caller hung up'))
 
     def _frame(self, ulaw: bytes) -> None:
@@ -123,6 +120,18 @@ class Call:
         tt = self.turn_taker
         self._act(tt.push(ulaw_decode(ulaw), self.clock(), self.ear.hearing))
         if tt.speaking and self.bot.busy: self._over_bot()
+
+    def _key(self, digit: str) -> None:
+        "A key pressed: recorded, and acted on as the persona's keypad menu says (`Persona.keys`)."
+        self.record.key(digit)
+        persona, bot = self.bot.memory.persona, self.bot
+        action = persona.keys.get(digit)
+        quiet = not (bot.busy or self.record.end_reason)  # nothing is said over a reply, or in a call that is ending
+        if action == 'goodbye': self._tasks.spawn(self.end(f'caller pressed {digit}'))
+        elif action == 'stop_recording':
+            if self._unrecord(f'key {digit}') and quiet: self._tasks.spawn(bot.line('recording', persona.recording_stopped))
+        elif action == 'repeat' and quiet and (last := next((t for t in reversed(self.turns) if t.kind != 'notice' and t.reply_text), None)):
+            self._tasks.spawn(bot.line('repeat', last.reply_text))
 
     def _said(self, words: str) -> str | None:
         "A turn's words, before they are answered: a caller who asks not to be recorded is not, and hears so instead of a reply."

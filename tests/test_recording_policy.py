@@ -65,3 +65,18 @@ async def test_personal_details_are_masked_in_what_is_stored_and_heard_by_the_mo
     assert reply['caller_text'] == 'text me at [phone] or mail [email], my card is [card]', reply['caller_text']
     assert reply['reply_text'] == 'I will text [phone] the link.' and '555' not in (call['summary'] or '')
     assert any(said in m['content'] for p in llm.prompts for m in p if m['role'] == 'user')  # the model heard them
+
+
+async def test_the_keypad_menu(aiohttp_server, tmp_path):
+    "# says the last reply again; a persona's own menu can end the call on a key."
+    import numpy as np
+    persona = dataclasses.replace(load_persona(), keys={'#': 'repeat', '0': 'goodbye'})
+    app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/calls.sqlite3', store_spill=''), persona=persona,
+                     providers=Providers(EchoSTT(['i paint boats']), CannedLLM('Boats are wonderful.'), ToneTTS()))
+    base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+    hush = np.zeros(1600, np.int16)
+    sim = await simulate_call(base, [Step(pcm=voiced(0.8, 0), pause_s=0.2), Step(pcm=hush, dtmf='#', pause_s=0.2), Step(pcm=hush, dtmf='0')], speed=0)
+    await settled(app)
+    call = await app[STORE].get_call(sim.call_sid)
+    assert [(t['kind'], t['reply_text']) for t in call['turns'] if t['kind'] in ('reply', 'repeat')] == [('reply', 'Boats are wonderful.')] * 1 + [('repeat', 'Boats are wonderful.')]
+    assert call['dtmf'] == '#0' and call['outcome'] == 'caller pressed 0' and call['turns'][-1]['kind'] == 'goodbye'
