@@ -11,7 +11,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from fastcore.basics import patch
 
 from .junk import junk_reason
-from .persona import Memory
+from .persona import Memory, prompt_grams, quotes_prompt
 from .playout import CallRecorder, Playout
 from .providers import LanguageModel, ProviderError, Tasks, retried
 from .records import CallRecord, TurnRecord
@@ -56,6 +56,7 @@ class Bot:
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
         self.said = said
+        self._grams: set | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
         self.reply: Answer | None = None # what the bot is answering or saying
@@ -165,10 +166,15 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
 @patch
 async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict]) -> AsyncIterator[str]:
     "The model's reply to `messages`, as it is written (started again once if it fails before its first word)."
-    s, usage = self.settings, {}
+    s, usage, said = self.settings, {}, ''
+    if self._grams is None: self._grams = prompt_grams(self.memory.persona.system_prompt)
     try:
         async for tok in retried(lambda: self.llm.reply(messages, usage), s.llm_timeout_s, s.llm_gap_timeout_s, 'llm', self.record.event):
             if rec.first_token is None: rec.first_token = self.clock()
+            said += tok
+            if quotes_prompt(said[-400:], self._grams):  # a caller talked the model into reading out its instructions
+                self.record.event('prompt_quoted', turn=rec.index)
+                raise ProviderError(f"{self.llm.name}: the reply quoted the persona's instructions; not spoken")
             yield tok
     finally: rec.prompt_tokens, rec.completion_tokens = usage.get('prompt_tokens', 0), usage.get('completion_tokens', 0)
 

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['RECORD_POLICIES', 'KEY_ACTIONS', 'DEFAULT_PERSONA', 'DEFAULT_PERSONA_TOML', 'NUMBERS_FILE', 'INTERRUPTED',
-           'VoiceSettings', 'ScriptRule', 'Persona', 'PersonaError', 'parse_persona', 'persona_dirs', 'persona_key',
-           'persona_files', 'list_personas', 'load_persona', 'load_numbers', 'persona_for', 'Memory']
+           'VoiceSettings', 'ScriptRule', 'Persona', 'PersonaError', 'parse_persona', 'prompt_grams', 'quotes_prompt',
+           'persona_dirs', 'persona_key', 'persona_files', 'list_personas', 'load_persona', 'load_numbers',
+           'persona_for', 'Memory']
 
 # %% ../nbs/04_persona.ipynb #a7484b0e
 import os, re, tomllib
@@ -169,6 +170,24 @@ def parse_persona(text:str, # the persona as TOML
         if not isinstance(d['script'], list): raise PersonaError(f"{source}: field 'script' must be an array of tables ([[script]])")
         kw['script'] = [_rule(o, i, source) for i, o in enumerate(d['script'])]
     return Persona(**kw, source=source)
+
+# %% ../nbs/04_persona.ipynb #3b9cbc6e
+_PROMPT_WORD = re.compile(r"[a-z0-9']+")
+
+def prompt_grams(prompt:str, # a system prompt
+                 n:int=8, # words in a row
+                )->set:
+    "Every run of `n` words of `prompt`, lowercase, to recognise it quoted."
+    w = _PROMPT_WORD.findall(prompt.lower())
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+def quotes_prompt(text:str, # a reply, or its latest part
+                  grams:set, # `prompt_grams` of the prompt
+                  n:int=8, # as given to `prompt_grams`
+                 )->bool:
+    "Does `text` repeat `n` words in a row of the prompt?"
+    w = _PROMPT_WORD.findall(text.lower())
+    return any(tuple(w[i:i + n]) in grams for i in range(len(w) - n + 1))
 
 # %% ../nbs/04_persona.ipynb #d147f072
 DEFAULT_PERSONA = 'synthetic-jason'
