@@ -52,7 +52,7 @@ class Bot:
                  tasks: Tasks, # the call's tasks: the answers run among them
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
-                 said: Callable[[str], str | None] = lambda words: None, # told each turn's words; a line it returns is said instead of a reply (the call did what they asked)
+                 said: Callable[[str], Callable[[], str] | None] = lambda words: None, # told each turn's words; what it returns is done once the turn is over, and the line it gives said instead of a reply
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
         self.said = said
@@ -151,8 +151,10 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
             await ans.over.wait()
             rec.outcome, rec.error = 'junk', why
             return self.record.turn(rec)
-        line = self.said(rec.caller_text)
-        await self._speak(ans, once(line) if line else self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}]))
+        if (act := self.said(rec.caller_text)) is not None:
+            await ans.over.wait()  # an answer dropped before its turn is over (the caller went on) does nothing
+            await self._speak(ans, once(act()))
+        else: await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}]))
         await self._admit(ans)
     except asyncio.CancelledError:
         if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered

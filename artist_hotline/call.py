@@ -28,9 +28,10 @@ from .voice import VoiceSession
 __all__ = ['ABUSIVE', 'log', 'asks_not_to_be_recorded', 'Peek', 'Call']
 
 # %% ../nbs/07_call.ipynb #dcda4872
-_OBJECT = r"(?:\s+(?:this(?:\s+call)?|me|us|it|the\s+call|our\s+call|the\s+conversation|please|now))?\s*(?:[.,!?]|$)"  # "record" of the call, not of music
-_DONT_RECORD = re.compile(rf"\b(?:do\s?n[o'’]?t|do\s+not)\s+record{_OBJECT}|\bstop\s+(?:the\s+)?recording{_OBJECT}|\bnot\s+(?:to\s+)?be\s+recorded\b"
-                          rf"|\brather\s+it\s+(?:was|were)n['’]?t\s+recorded\b", re.I)
+_OBJECT = r"(?:\s+(?:this|that|me|us|it|the|our|call|conversation|please|now|anymore))*\s*(?:[.,!?]|$)"  # "record" of the call, not of music
+_SUBJECT = r"(?<!\bi )(?<!\bwe )(?<!\bthey )(?<!\bi just )(?<!\bwe just )"  # "I don't record, I play live" is about the caller's music
+_DONT_RECORD = re.compile(rf"{_SUBJECT}\b(?:do\s?n[o'’]?t|do\s+not|not)\s+record{_OBJECT}|\bstop\s+(?:the\s+)?recording{_OBJECT}"
+                          rf"|\bnot\s+(?:to\s+)?be\s+recorded\b|\brather\s+it\s+(?:was|were)n['’]?t\s+recorded\b", re.I)
 
 ABUSIVE = 'abusive caller' # how a call hung up on for abuse ends (the server blocks the number)
 
@@ -126,24 +127,34 @@ class Call:
         self.record.key(digit)
         persona, bot = self.bot.memory.persona, self.bot
         action = persona.keys.get(digit)
-        quiet = not (bot.busy or self.record.end_reason)  # nothing is said over a reply, or in a call that is ending
         if action == 'goodbye': self._tasks.spawn(self.end(f'caller pressed {digit}'))
         elif action == 'stop_recording':
-            if self._unrecord(f'key {digit}') and quiet: self._tasks.spawn(bot.line('recording', persona.recording_stopped))
-        elif action == 'repeat' and quiet and (last := next((t for t in reversed(self.turns) if t.kind != 'notice' and t.reply_text), None)):
-            self._tasks.spawn(bot.line('repeat', last.reply_text))
+            if self._unrecord(f'key {digit}'): self._tasks.spawn(self._say_when_quiet('recording', persona.recording_stopped))
+        elif action == 'repeat' and (last := next((t for t in reversed(self.turns) if t.kind != 'notice' and t.reply_text), None)):
+            self._tasks.spawn(self._say_when_quiet('repeat', last.reply_text))
 
-    def _said(self, words: str) -> str | None:
-        "A turn's words, before they are answered: a caller who asks not to be recorded is not, and hears so instead of a reply."
+    async def _say_when_quiet(self, kind: str, text: str) -> None:
+        "Say a line once the bot has finished what it is saying (never over it), unless the call is ending."
+        deadline = self.clock() + 2 * self.settings.tts_timeout_s + 30
+        while self.bot.busy and self.clock() < deadline: await asyncio.sleep(0.05)
+        if not self.record.end_reason: await self.bot.line(kind, text)
+
+    def _said(self, words: str) -> Callable[[], str] | None:
+        "A turn's words, before they are answered: what the call does itself, once the turn is over, and the line said instead of a reply."
         persona = self.bot.memory.persona
-        if asks_not_to_be_recorded(words) and self._unrecord('words'): return persona.recording_stopped
-        if (why := abuse_reason(words)) and self.settings.abuse_strikes:
-            self.strikes += 1
-            self.record.event('abuse', why=why, strike=self.strikes)
-            if self.strikes < self.settings.abuse_strikes: return persona.abuse_warning
-            self._tasks.spawn(self._end_after(persona.abuse_goodbye, ABUSIVE))
-            return persona.abuse_goodbye
+        if asks_not_to_be_recorded(words) and self.opt_out and self.recorder is not None:
+            return lambda: (self._unrecord('words'), persona.recording_stopped)[1]
+        if (why := abuse_reason(words)) and self.settings.abuse_strikes: return lambda: self._abused(why)
         return None
+
+    def _abused(self, why: str) -> str:
+        "An abusive turn: a strike; the warning, or at the last strike the goodbye before the call hangs up."
+        persona = self.bot.memory.persona
+        self.strikes += 1
+        self.record.event('abuse', why=why, strike=self.strikes)
+        if self.strikes < self.settings.abuse_strikes: return persona.abuse_warning
+        self._tasks.spawn(self._end_after(persona.abuse_goodbye, ABUSIVE))
+        return persona.abuse_goodbye
 
     async def _end_after(self, line: str, why: str) -> None:
         "End the call (no other goodbye) once the reply saying `line` is over: heard, or cut."

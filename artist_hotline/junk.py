@@ -95,14 +95,14 @@ def is_junk(text:str|None, # a transcript from speech-to-text
     return junk_reason(text) is not None
 
 # %% ../nbs/03_junk.ipynb #0832eb44
-_AT_YOU = r"(?:you(?:'re| are)?|ur|u|this|stupid|dumb|fucking|fuckin|damn)\s+(?:a\s+|an\s+|such\s+an?\s+|so\s+|fucking\s+|stupid\s+|useless\s+|dumb\s+)*"
+_AT_YOU = r"\b(?:you(?:'re| are)?|ur|u)\s+(?:a\s+|an\s+|such\s+an?\s+|so\s+|fucking\s+|stupid\s+|useless\s+|dumb\s+)*"  # aimed at the listener
 _ABUSE = [
     ('insult', re.compile(_AT_YOU + r"(?:idiot|moron|bitch|bastard|asshole|arsehole|cunt|dickhead|dick|prick|twat|retard|loser|piece of shit|"
-                          r"piece of crap|useless(?:\s+(?:machine|bot|thing|piece of \w+))?|stupid(?:\s+(?:machine|bot|thing))?|garbage|trash)s?\b")),
-    ('insult', re.compile(r"\b(?:shut\s+(?:the\s+fuck\s+)?up|fuck\s+(?:you|off|u)|screw\s+you|go\s+to\s+hell|piss\s+off|eat\s+shit|"
+                          r"piece of crap|useless(?:\s+(?:machine|bot|thing))?|stupid(?:\s+(?:machine|bot|thing))?|garbage|trash)s?\b")),
+    ('insult', re.compile(r"\b(?:shut\s+(?:the\s+fuck\s+)?up,?\s+(?:you|bitch|idiot|moron)|fuck\s+(?:you|off|u)|screw\s+you|piss\s+off|eat\s+shit|"
                           r"son\s+of\s+a\s+bitch|motherfuck\w*)\b")),
-    ('threat', re.compile(r"\b(?:i(?:'ll| will| am going to|'m going to|'m gonna| gonna)\s+(?:kill|hurt|find|shoot|stab|beat\s+up)\s+(?:you|him|her|them|the\s+artist|jason)|"
-                          r"kill\s+yourself|(?:go\s+)?die\s+in\s+a\s+fire|hope\s+you\s+die)\b")),
+    ('threat', re.compile(r"\b(?:i(?:'ll| will| am going to|'m going to|'m gonna| gonna)\s+(?:kill|hurt|shoot|stab|beat\s+up)\s+(?:you|him|her|them|the\s+artist|jason)|"
+                          r"kill\s+yourself|i\s+hope\s+you\s+die(?:\s+in\s+a\s+fire)?$)\b")),
 ]
 
 def abuse_reason(text:str|None, # a transcript of the caller

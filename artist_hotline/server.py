@@ -29,7 +29,7 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
-           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio',
+           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'UNSAVED', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio',
            'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call',
            'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'call_setup', 'voice_stream',
            'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
@@ -122,6 +122,7 @@ WIND_UPS = web.AppKey('wind_ups', set)
 REPLICA = web.AppKey('replica', str)
 TAKEN_HERE = web.AppKey('taken_here', collections.OrderedDict) # streams this replica took, for when the store is away
 BLOCKED = web.AppKey('blocked', dict) # caller key -> when its block ends: the store's blocks, read every BLOCK_REFRESH_S
+UNSAVED = web.AppKey('unsaved_blocks', dict) # caller key -> when its block ends: blocks made here that the store has not taken yet
 
 _STORE_DOWN = (asyncio.TimeoutError, sa.exc.SQLAlchemyError, OSError)
 
@@ -258,7 +259,8 @@ async def blocks_api(request: web.Request) -> web.Response:
         if request.method == 'DELETE':
             key = caller_key(request.match_info['number'])
             lifted = await asyncio.wait_for(store.unblock(key), wait)
-            app[BLOCKED].pop(key, None)
+            app[BLOCKED].pop(key, None); app[UNSAVED].pop(key, None)
+            app[STATS]['block_changes'] += 1
             return web.json_response({'number': key, 'lifted': lifted}, status=200 if lifted else 404)
         try: body = await request.json()
         except (ValueError, UnicodeDecodeError): body = None
@@ -267,8 +269,10 @@ async def blocks_api(request: web.Request) -> web.Response:
                 and isinstance(hours, (int, float)) and not isinstance(hours, bool) and 0 < hours <= 24 * 3650):
             return web.json_response({'error': 'send a JSON object: {"number": "+15551230001", "hours": 24, "reason": "optional"}'}, status=400)
         key = caller_key(body['number'])
+        if key == 'anonymous': return web.json_response({'error': 'a withheld number is every anonymous caller: not blocked'}, status=400)
         until = await asyncio.wait_for(store.block(key, hours, body.get('reason', '')), wait)
         app[BLOCKED][key] = until  # here at once; the other replicas within BLOCK_REFRESH_S
+        app[STATS]['block_changes'] += 1
         log.warning('%s blocked until %s (%s)', key, until.isoformat(timespec='seconds'), body.get('reason') or 'no reason given')
         return web.json_response({'number': key, 'until': until.isoformat(), 'reason': body.get('reason', '')}, status=201)
     except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
@@ -276,6 +280,8 @@ async def blocks_api(request: web.Request) -> web.Response:
 async def forget_caller(request: web.Request) -> web.Response:
     "`DELETE /callers/{number}`: everything kept about one caller deleted (`Store.forget`), its recordings on this replica's disk too."
     s, app = _bearer(request), request.app
+    if caller_key(request.match_info['number']) == 'anonymous':
+        return web.json_response({'error': 'a withheld number is every anonymous caller: not forgotten'}, status=400)
     try: done = await asyncio.wait_for(app[STORE].forget(request.match_info['number']), s.store_timeout_s * 5)
     except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
     done['recordings'] = await asyncio.to_thread(remove_recordings, done['recordings'], s.recordings_dir)
@@ -468,15 +474,24 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
 async def _ended(app: web.Application, call: Call, runner: asyncio.Task, reason: str) -> None:
     "A call's wind-up (`aftercall.wind_up`); a caller hung up on for abuse is blocked for BLOCK_HOURS, on every replica."
     s = app[SETTINGS]
+    if call.record.end_reason == ABUSIVE and not is_anonymous(call.record.caller):  # a withheld number is every anonymous caller
+        key, until = caller_key(call.record.caller), utcnow() + timedelta(hours=s.block_hours)
+        app[BLOCKED][key] = app[UNSAVED][key] = until  # here at once, before the wind-up: the caller may call straight back
+        app[STATS]['block_changes'] += 1
+        log.warning('call %s: %s hung up on for abuse, blocked until %s', call.sid, key, until.isoformat(timespec='seconds'))
+        await _save_blocks(app)
     await wind_up(call, runner, reason, s, app[SINK])
-    if call.record.end_reason != ABUSIVE or is_anonymous(call.record.caller): return  # a withheld number is every anonymous caller
-    key = caller_key(call.record.caller)
-    try: until = await asyncio.wait_for(app[STORE].block(key, s.block_hours, ABUSIVE), s.store_timeout_s * 5)
-    except _STORE_DOWN as e:
-        log.error('call %s: %s not blocked in the store (%s): blocked on this replica only', call.sid, key, type(e).__name__)
-        until = utcnow() + timedelta(hours=s.block_hours)
-    app[BLOCKED][key] = until
-    log.warning('call %s: %s hung up on for abuse, blocked until %s', call.sid, key, until.isoformat(timespec='seconds'))
+
+async def _save_blocks(app: web.Application):
+    "Write the blocks made here to the store, for every replica; those it does not take stay here, and are tried again at each read."
+    for key, until in list(app[UNSAVED].items()):
+        hours = (until - utcnow()).total_seconds() / 3600
+        try:
+            if hours > 0: await asyncio.wait_for(app[STORE].block(key, hours, ABUSIVE), app[SETTINGS].store_timeout_s)
+        except _STORE_DOWN as e:
+            log.warning('blocked numbers: the store did not take %s (%s); blocked on this replica meanwhile', key, type(e).__name__)
+            return
+        del app[UNSAVED][key]
 
 async def _engines(app: web.Application):
     "The lines (personas and their engines) for the app's lifetime: made, loaded and checked at start, closed at the end."
@@ -511,11 +526,14 @@ async def _heartbeats(app: web.Application, first: bool = False):
 
 async def _read_blocks(app: web.Application):
     "The store's blocked numbers into memory, where the webhook looks (the ones known are kept while the store does not answer)."
+    await _save_blocks(app)
+    changes = app[STATS]['block_changes']
     try: rows = await asyncio.wait_for(app[STORE].blocked(), app[SETTINGS].store_timeout_s)
     except _STORE_DOWN as e:
         log.warning('blocked numbers: the store did not answer (%s); the %d known stay blocked', type(e).__name__, len(app[BLOCKED]))
         return
-    app[BLOCKED].clear(); app[BLOCKED].update({r['caller']: r['until'] for r in rows})
+    if changes != app[STATS]['block_changes']: return  # a block made or lifted here while reading: the next read has it
+    app[BLOCKED].clear(); app[BLOCKED].update({r['caller']: r['until'] for r in rows} | app[UNSAVED])
 
 async def _prune_step(app: web.Application):
     "The retention schedule: one replica deletes the old calls and refusals (`Store.prune`); each deletes the old recordings on its disk."
@@ -539,7 +557,8 @@ async def _store(app: web.Application):
         while True:
             if not now: await asyncio.sleep(seconds)
             now = False
-            await step(app)
+            try: await step(app)
+            except Exception: log.exception('%s failed; it runs again in %g s', step.__name__, seconds)  # a schedule outlives one bad round
     tasks = [asyncio.create_task(every(s.heartbeat_s, _heartbeats)), asyncio.create_task(every(s.block_refresh_s, _read_blocks))]
     if s.retention_days: tasks.append(asyncio.create_task(every(s.prune_every_s, _prune_step, now=True)))
     yield
@@ -559,7 +578,7 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app = web.Application(client_max_size=s.max_webhook_bytes)
     app[SETTINGS], app[PERSONA] = s, persona or load_persona(s.persona or None, dirs=persona_dirs(s.personas_dir))
     app[LINES] = Lines(s, app[PERSONA], providers)
-    app[CALLS], app[FINISHED], app[TAKEN_HERE], app[BLOCKED] = {}, [], collections.OrderedDict(), {}
+    app[CALLS], app[FINISHED], app[TAKEN_HERE], app[BLOCKED], app[UNSAVED] = {}, [], collections.OrderedDict(), {}, {}
     app[STORE] = Store(s.database_url, timeout_s=max(s.store_timeout_s, 2))
     app[METRICS] = Metrics(open_calls=lambda: len(app[CALLS]))
     spend = SpendWatch(s.daily_budget_usd, lambda spent, budget: _over_budget(app, spent, budget)) if s.daily_budget_usd else None

@@ -205,7 +205,7 @@ class Settings(_Part):
     memory_chars: int = Field(600, ge=0) # what a returning caller's last call left behind, in characters (0: no memory)
     calls_per_hour: int = Field(0, ge=0) # calls one number may make per hour (0: no limit)
     max_open_calls: int = Field(0, ge=0) # simultaneous calls across all replicas (0: no limit)
-    block_hours: float = Field(24, gt=0) # how long `artist-hotline block` and `POST /calls/blocks` block a number when no length is given
+    block_hours: float = Field(24, gt=0) # how long `artist-hotline block` and `POST /blocks` block a number when no length is given
     block_refresh_s: float = Field(5, gt=0, le=300) # how often a replica reads the blocked numbers from the store (a block made elsewhere takes this long)
     retention_days: float = Field(0, ge=0) # calls (turns, events, memory, recordings) and refusals older than this are deleted (0: kept)
     prune_every_s: float = Field(3600, gt=0) # how often the deleting runs (one replica each time)

@@ -551,6 +551,7 @@ async def _block_caller(self: Store,
                        ) -> datetime:
     "Block a caller for `hours` on every replica (a block there already is replaced); when it ends."
     if not hours > 0: raise ValueError(f'a block lasts longer than 0 hours, not {hours}')
+    if caller_key(caller) == 'anonymous': raise ValueError(f'{caller!r} is a withheld number, which is every anonymous caller: not blocked')
     now = utcnow()
     await self._tx(_block, self._insert, caller_key(caller), now + timedelta(hours=hours), reason, now)
     return now + timedelta(hours=hours)
@@ -606,6 +607,7 @@ async def _forget(self: Store,
                   caller: str, # the number (any way of writing it), SIP address or client name
                  ) -> dict:
     "Delete everything kept about one caller: calls, turns, events, memory, refusals; how many of each, and the recordings' paths."
+    if caller_key(caller) == 'anonymous': raise ValueError(f'{caller!r} is a withheld number, which is every anonymous caller: not forgotten')
     return await self._tx(_forget_caller, caller_key(caller))
 
 Store.prune, Store.forget = _prune, _forget
@@ -615,12 +617,14 @@ def remove_recordings(paths: list, # recordings' paths, as `prune` or `forget` r
                       older_than_days: float = 0, # also every recording in `folder` last written longer ago than this (0: none)
                      ) -> int:
     "Delete the call recordings named that lie in `folder` (on this replica's disk), and with `older_than_days` the old ones; how many (blocking)."
-    root = Path(folder).resolve()
-    doomed = {Path(p).resolve() for p in paths} | ({f.resolve() for f in root.glob('*.wav') if f.stat().st_mtime < time.time() - older_than_days * 86400}
-                                                    if older_than_days and root.is_dir() else set())
-    gone = 0
+    root, gone = Path(folder).resolve(), 0
+    def old(f):
+        try: return f.stat().st_mtime < time.time() - older_than_days * 86400
+        except FileNotFoundError: return False  # another replica sharing the folder took it
+    doomed = {Path(p).resolve() for p in paths} | ({f.resolve() for f in root.glob('*.wav') if old(f)} if older_than_days and root.is_dir() else set())
     for f in doomed:
-        if f.is_relative_to(root) and f.is_file(): f.unlink(); gone += 1
+        if f.is_relative_to(root) and f.is_file():
+            f.unlink(missing_ok=True); gone += 1
     return gone
 
 # %% ../nbs/12_store.ipynb #60cbb161
@@ -696,17 +700,20 @@ def redact(text: str, # text that may quote a secret
 
 # %% ../nbs/12_store.ipynb #f8f083ef
 _DIGIT_WORDS = r'(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)'
-_EMAIL = re.compile(r'[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[a-z0-9]+(?:\s+dot\s+[a-z0-9]+)*\s+at\s+[a-z0-9-]+(?:\s+dot\s+(?:com|org|net|edu|gov|io|co|uk|de|fr))+\b', re.I)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?<![\w'’])[a-z0-9]+(?:\s+dot\s+[a-z0-9]+)*\s+at\s+[a-z0-9-]+(?:\s+dot\s+(?:com|org|net|edu|gov|io|co|uk|de|fr))+\b", re.I)
 _NUMBER = re.compile(r'(?<![\w+])\+?\d(?:[\s().-]{0,2}\d){6,18}(?!\w)|\b' + _DIGIT_WORDS + r'(?:[\s,-]+' + _DIGIT_WORDS + r'){6,}\b', re.I)
 
 def _luhn(digits: str) -> bool:
     total = sum(d if i % 2 == 0 else (2 * d - 9 if d > 4 else 2 * d) for i, d in enumerate(int(c) for c in reversed(digits)))
     return total % 10 == 0
 
+_NOT_A_PHONE = re.compile(r'\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(?:1[89]|20)\d\d(?:\s*[-–]\s*|\s+)(?:1[89]|20)\d\d(?:\s+(?:1[89]|20)\d\d)*|\d{1,3}(?:[ ,.]\d{3})+')  # dates, years, thousands
+
 def mask_personal(text: str, # what a caller (or the bot) said
                  ) -> str:
     "The text with e-mail addresses, card numbers and phone numbers replaced by `[email]`, `[card]` and `[phone]`."
     def number(m):
+        if _NOT_A_PHONE.fullmatch(m[0].strip()): return m[0]
         digits = re.sub(r'\D', '', m[0])
         return '[card]' if 13 <= len(digits) <= 19 and _luhn(digits) else '[phone]' if not digits or 7 <= len(digits) <= 15 else m[0]
     return _NUMBER.sub(number, _EMAIL.sub('[email]', text or ''))
@@ -730,6 +737,8 @@ def _scrub(v, secrets):
     if isinstance(v, dict): return {k: _scrub(x, secrets) for k, x in v.items()}
     if isinstance(v, list): return [_scrub(x, secrets) for x in v]
     return v
+
+_SAID = ('words', 'heard', 'final', 'text') # the keys of events that hold what a caller said
 
 def _personal(v):
     if isinstance(v, str): return mask_personal(v)
@@ -784,10 +793,12 @@ class StoreSink(CallSink):
         self._put('start', call.sid, dict(caller=call.caller, persona=call.persona, stream_sid=call.stream_sid,
                                           started_at=utcnow() - timedelta(seconds=call.now())))
 
-    def _clean(self, v):
-        "A value to store, secrets taken out, and personal details masked when asked (strings in dicts and lists too)."
+    def _clean(self, v, said: tuple | None = None):
+        "A value to store, secrets taken out, and personal details masked when asked (strings in dicts and lists; of a dict's `said` keys only, if given)."
         v = _scrub(v, self.secrets)
-        return _personal(v) if self.personal else v
+        if not self.personal: return v
+        if said is None or not isinstance(v, dict): return _personal(v)
+        return {k: _personal(x) if k in said else x for k, x in v.items()}
 
     async def start_call(self, sid: str, # Twilio's CallSid
                          caller: str = '', # the caller's number
@@ -816,7 +827,7 @@ class StoreSink(CallSink):
                    ):
         "Queue an event (a key press also updates the call's `dtmf`)."
         self._ensure(call)
-        self._put('event', call.sid, dict(kind=kind, detail=self._clean(detail), t=call.now(), at=utcnow(), uid=uuid.uuid4().hex))
+        self._put('event', call.sid, dict(kind=kind, detail=self._clean(detail, said=_SAID), t=call.now(), at=utcnow(), uid=uuid.uuid4().hex))
         if kind == 'dtmf': self._put('dtmf', call.sid, call.dtmf)
 
     async def end_call(self, sid: str, # Twilio's CallSid

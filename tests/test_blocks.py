@@ -22,6 +22,8 @@ async def test_blocks_in_the_store(db_url):
         assert [(b['caller'], b['reason']) for b in await s.blocked()] == [('+15551230042', 'again')]
         assert (await s.blocked())[0]['until'] - until > timedelta(minutes=59)
         with pytest.raises(ValueError, match='longer than 0 hours'): await s.block('+15550000001', 0)
+        with pytest.raises(ValueError, match='every anonymous caller'): await s.block('Restricted', 1)
+        with pytest.raises(ValueError, match='every anonymous caller'): await s.forget('')
         await s.block('+15550000002', 1)
         await s._tx(lambda c: c.execute(blocks.update().where(blocks.c.caller_key == '+15550000002').values(until=utcnow() - timedelta(seconds=1))))
         assert [b['caller'] for b in await s.blocked()] == ['+15551230042']  # one that ran out is not in force
