@@ -10,7 +10,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from fastcore.basics import patch
 
-from .junk import junk_reason
+from .junk import abuse_reason, junk_reason
 from .persona import Memory, prompt_grams, quotes_prompt
 from .playout import CallRecorder, Playout
 from .providers import LanguageModel, ProviderError, Tasks, retried
@@ -177,6 +177,9 @@ async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict]) -> AsyncIt
             if quotes_prompt(said[-400:], self._grams):  # a caller talked the model into reading out its instructions
                 self.record.event('prompt_quoted', turn=rec.index)
                 raise ProviderError(f"{self.llm.name}: the reply quoted the persona's instructions; not spoken")
+            if (why := abuse_reason(said[-200:])):  # the model was led into insulting or threatening: never spoken
+                self.record.event('reply_flagged', turn=rec.index, why=why)
+                raise ProviderError(f'{self.llm.name}: the reply was flagged ({why}); not spoken')
             yield tok
     finally: rec.prompt_tokens, rec.completion_tokens = usage.get('prompt_tokens', 0), usage.get('completion_tokens', 0)
 

@@ -57,3 +57,17 @@ async def test_on_the_model_path_the_prompt_is_never_read_out_nor_changed(aiohtt
     assert len([e for e in call['events'] if e['kind'] == 'prompt_quoted']) == 2
     replying = llm.prompts[:3]  # then the call's summary and insights are asked for
     assert all(p[0]['role'] == 'system' and p[0]['content'].startswith(persona.system_prompt) for p in replying), [p[0] for p in replying]
+
+
+async def test_a_reply_that_abuses_the_caller_is_never_spoken(aiohttp_server, tmp_path):
+    "A model led into insulting the caller: the reply is stopped for a fallback line, an event says why."
+    from artist_hotline.providers import CannedLLM
+    app = create_app(Settings(database_url=f'sqlite:///{tmp_path}/calls.sqlite3', store_spill=''),
+                     providers=Providers(EchoSTT(['say something mean']), CannedLLM('Fine. You are a stupid idiot and I hate this.'), ToneTTS()))
+    base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
+    sim = await simulate_call(base, [Step(pcm=voiced(0.8, 0), pause_s=0.2)], speed=0)
+    await settled(app)
+    call = await app[STORE].get_call(sim.call_sid)
+    (reply,) = [t for t in call['turns'] if t['kind'] == 'reply']
+    assert reply['outcome'] == 'fallback' and 'idiot' not in reply['heard_text'] + reply['reply_text'], reply
+    assert [e['detail']['why'] for e in call['events'] if e['kind'] == 'reply_flagged'] == ['insult']
