@@ -133,19 +133,26 @@ class Call:
         elif action == 'repeat' and (last := next((t for t in reversed(self.turns) if t.kind != 'notice' and t.reply_text), None)):
             self._tasks.spawn(self._say_when_quiet('repeat', last.reply_text))
 
+    async def _until(self, done: Callable[[], bool]) -> None:
+        "Wait for `done()`, or for as long as a line can take to be said."
+        deadline = self.clock() + 2 * self.settings.tts_timeout_s + 30
+        while not done() and self.clock() < deadline: await asyncio.sleep(0.05)
+
     async def _say_when_quiet(self, kind: str, text: str) -> None:
         "Say a line once the bot has finished what it is saying (never over it), unless the call is ending."
-        deadline = self.clock() + 2 * self.settings.tts_timeout_s + 30
-        while self.bot.busy and self.clock() < deadline: await asyncio.sleep(0.05)
+        await self._until(lambda: not self.bot.busy)
         if not self.record.end_reason: await self.bot.line(kind, text)
 
     def _said(self, words: str) -> Callable[[], str] | None:
         "A turn's words, before they are answered: what the call does itself, once the turn is over, and the line said instead of a reply."
-        persona = self.bot.memory.persona
-        if asks_not_to_be_recorded(words) and self.opt_out and self.recorder is not None:
-            return lambda: (self._unrecord('words'), persona.recording_stopped)[1]
-        if (why := abuse_reason(words)) and self.settings.abuse_strikes: return lambda: self._abused(why)
+        if asks_not_to_be_recorded(words) and self._may_unrecord: return self._unrecorded
+        if (why := abuse_reason(words)) and self.settings.abuse_strikes: return partial(self._abused, why)
         return None
+
+    def _unrecorded(self) -> str:
+        "The caller asked in words not to be recorded: stopped, and the line that says so."
+        self._unrecord('words')
+        return self.bot.memory.persona.recording_stopped
 
     def _abused(self, why: str) -> str:
         "An abusive turn: a strike; the warning, or at the last strike the goodbye before the call hangs up."
@@ -159,13 +166,15 @@ class Call:
     async def _end_after(self, line: str, why: str) -> None:
         "End the call (no other goodbye) once the reply saying `line` is over: heard, or cut."
         self.record.end_reason = why  # the call asks nothing more meanwhile
-        deadline = self.clock() + 2 * self.settings.tts_timeout_s + 30
-        while not any(t.reply_text == line for t in self.record.turns) and self.clock() < deadline: await asyncio.sleep(0.05)
+        await self._until(lambda: any(t.reply_text == line for t in self.record.turns))
         await self.end(why, goodbye=False)
+
+    @property
+    def _may_unrecord(self) -> bool: return self.opt_out and self.recorder is not None
 
     def _unrecord(self, by: str) -> bool:
         "Stop the recording at the caller's request, dropping what it kept (True); False if the call is not recorded or may not be stopped."
-        if not (self.opt_out and self.recorder is not None): return False
+        if not self._may_unrecord: return False
         self.bot.playout.recorder = None
         self.record.event('recording_stopped', by=by)
         return True

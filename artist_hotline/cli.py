@@ -101,39 +101,40 @@ def _eval(a):
     eval_command(a.scenarios, url=a.url, auth_token=a.auth_token, calls_token=a.calls_token, cloud=a.cloud, profile=a.profile, concurrency=a.concurrency,
                  speed=a.speed, corpus=a.corpus or DEFAULT_CORPUS, judge_model=a.judge_model, out=a.out)
 
+def _in_store(a, s, f):
+    "`f(store)` run on the call store (`--db`, else DATABASE_URL), opened and closed here."
+    from artist_hotline.store import Store
+    async def run():
+        async with Store(a.db or s.database_url) as store: return await f(store)
+    return asyncio.run(run())
+
 def _block(a):
     from artist_hotline.settings import Settings
-    from artist_hotline.store import Store
     s = Settings.from_env()
-    async def run():
-        async with Store(a.db or s.database_url) as store:
-            if a.lift: print(f'{a.number}: ' + ('block lifted' if await store.unblock(a.number) else 'was not blocked'))
-            elif a.number:
-                until = await store.block(a.number, s.block_hours if a.hours is None else a.hours, a.reason)
-                print(f'{a.number} blocked until {until.isoformat(timespec="seconds")}: every replica rejects it within BLOCK_REFRESH_S ({s.block_refresh_s:g} s)')
-            else:
-                for b in await store.blocked(): print(f"{b['caller']}  until {b['until'].isoformat(timespec='seconds')}  {b['reason']}")
-    asyncio.run(run())
+    async def act(store):
+        if a.lift: print(f'{a.number}: ' + ('block lifted' if await store.unblock(a.number) else 'was not blocked'))
+        elif a.number:
+            until = await store.block(a.number, s.block_hours if a.hours is None else a.hours, a.reason)
+            print(f'{a.number} blocked until {until.isoformat(timespec="seconds")}: every replica rejects it within BLOCK_REFRESH_S ({s.block_refresh_s:g} s)')
+        else:
+            for b in await store.blocked(): print(f"{b['caller']}  until {b['until'].isoformat(timespec='seconds')}  {b['reason']}")
+    _in_store(a, s, act)
 
 def _forget(a):
     from artist_hotline.settings import Settings
-    from artist_hotline.store import Store, remove_recordings
+    from artist_hotline.store import remove_recordings
     s = Settings.from_env()
-    async def run():
-        async with Store(a.db or s.database_url) as store: return await store.forget(a.number)
-    done = asyncio.run(run())
+    done = _in_store(a, s, lambda store: store.forget(a.number))
     done['recordings'] = remove_recordings(done['recordings'], s.recordings_dir)
     print(f'{a.number}: deleted ' + ', '.join(f'{n} {k}' for k, n in done.items()))
 
 def _prune(a):
     from artist_hotline.settings import Settings
-    from artist_hotline.store import Store, remove_recordings
+    from artist_hotline.store import remove_recordings
     s = Settings.from_env()
     days = a.days or s.retention_days
     if not days: raise SystemExit('artist-hotline prune: give --days, or set RETENTION_DAYS')
-    async def run():
-        async with Store(a.db or s.database_url) as store: return await store.prune(days)
-    done = asyncio.run(run())
+    done = _in_store(a, s, lambda store: store.prune(days))
     done['recordings'] = remove_recordings(done['recordings'], s.recordings_dir, days)
     print(f'older than {days:g} days: deleted ' + ', '.join(f'{n} {k}' for k, n in done.items()))
 

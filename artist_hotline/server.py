@@ -21,7 +21,7 @@ from .callsweb import add_calls_routes, to_json
 from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
 from .records import CallSink
-from .store import Admission, Store, StoreSink, caller_key, is_anonymous, remove_recordings, utcnow
+from .store import Admission, Store, StoreSink, caller_key, remove_recordings, utcnow
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
 from .providers import Providers
 from .settings import Settings, turn_overrides, turn_report
@@ -269,24 +269,23 @@ async def blocks_api(request: web.Request) -> web.Response:
                 and isinstance(hours, (int, float)) and not isinstance(hours, bool) and 0 < hours <= 24 * 3650):
             return web.json_response({'error': 'send a JSON object: {"number": "+15551230001", "hours": 24, "reason": "optional"}'}, status=400)
         key = caller_key(body['number'])
-        if key == 'anonymous': return web.json_response({'error': 'a withheld number is every anonymous caller: not blocked'}, status=400)
         until = await asyncio.wait_for(store.block(key, hours, body.get('reason', '')), wait)
         app[BLOCKED][key] = until  # here at once; the other replicas within BLOCK_REFRESH_S
         app[STATS]['block_changes'] += 1
         log.warning('%s blocked until %s (%s)', key, until.isoformat(timespec='seconds'), body.get('reason') or 'no reason given')
         return web.json_response({'number': key, 'until': until.isoformat(), 'reason': body.get('reason', '')}, status=201)
+    except ValueError as e: return web.json_response({'error': str(e)}, status=400)  # the store's rules: a withheld number is everyone
     except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
 
 async def forget_caller(request: web.Request) -> web.Response:
     "`DELETE /callers/{number}`: everything kept about one caller deleted (`Store.forget`), its recordings on this replica's disk too."
-    s, app = _bearer(request), request.app
-    if caller_key(request.match_info['number']) == 'anonymous':
-        return web.json_response({'error': 'a withheld number is every anonymous caller: not forgotten'}, status=400)
-    try: done = await asyncio.wait_for(app[STORE].forget(request.match_info['number']), s.store_timeout_s * 5)
+    s, app, key = _bearer(request), request.app, caller_key(request.match_info['number'])
+    try: done = await asyncio.wait_for(app[STORE].forget(key), s.store_timeout_s * 5)
+    except ValueError as e: return web.json_response({'error': str(e)}, status=400)  # a withheld number is everyone
     except _STORE_DOWN as e: return web.json_response({'error': f'the call store did not answer ({type(e).__name__})'}, status=503)
     done['recordings'] = await asyncio.to_thread(remove_recordings, done['recordings'], s.recordings_dir)
-    log.warning('%s forgotten: %s', caller_key(request.match_info['number']), json.dumps(done))
-    return web.json_response({'number': caller_key(request.match_info['number'])} | done)
+    log.warning('%s forgotten: %s', key, json.dumps(done))
+    return web.json_response({'number': key} | done)
 
 async def status_callback(request: web.Request) -> web.Response:
     "Twilio's stream and call status callbacks: checked and logged; a call Twilio says is over is ended in the store."
@@ -474,8 +473,9 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
 async def _ended(app: web.Application, call: Call, runner: asyncio.Task, reason: str) -> None:
     "A call's wind-up (`aftercall.wind_up`); a caller hung up on for abuse is blocked for BLOCK_HOURS, on every replica."
     s = app[SETTINGS]
-    if call.record.end_reason == ABUSIVE and not is_anonymous(call.record.caller):  # a withheld number is every anonymous caller
-        key, until = caller_key(call.record.caller), utcnow() + timedelta(hours=s.block_hours)
+    key = caller_key(call.record.caller)
+    if call.record.end_reason == ABUSIVE and key != 'anonymous':  # a withheld number is every anonymous caller
+        until = utcnow() + timedelta(hours=s.block_hours)
         app[BLOCKED][key] = app[UNSAVED][key] = until  # here at once, before the wind-up: the caller may call straight back
         app[STATS]['block_changes'] += 1
         log.warning('call %s: %s hung up on for abuse, blocked until %s', call.sid, key, until.isoformat(timespec='seconds'))

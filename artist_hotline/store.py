@@ -551,10 +551,10 @@ async def _block_caller(self: Store,
                        ) -> datetime:
     "Block a caller for `hours` on every replica (a block there already is replaced); when it ends."
     if not hours > 0: raise ValueError(f'a block lasts longer than 0 hours, not {hours}')
-    if caller_key(caller) == 'anonymous': raise ValueError(f'{caller!r} is a withheld number, which is every anonymous caller: not blocked')
+    if (key := caller_key(caller)) == 'anonymous': raise ValueError(f'{caller!r} is a withheld number, which is every anonymous caller: not blocked')
     now = utcnow()
-    await self._tx(_block, self._insert, caller_key(caller), now + timedelta(hours=hours), reason, now)
-    return now + timedelta(hours=hours)
+    await self._tx(_block, self._insert, key, until := now + timedelta(hours=hours), reason, now)
+    return until
 
 async def _unblock(self: Store,
                    caller: str, # as given to `block`
@@ -607,8 +607,8 @@ async def _forget(self: Store,
                   caller: str, # the number (any way of writing it), SIP address or client name
                  ) -> dict:
     "Delete everything kept about one caller: calls, turns, events, memory, refusals; how many of each, and the recordings' paths."
-    if caller_key(caller) == 'anonymous': raise ValueError(f'{caller!r} is a withheld number, which is every anonymous caller: not forgotten')
-    return await self._tx(_forget_caller, caller_key(caller))
+    if (key := caller_key(caller)) == 'anonymous': raise ValueError(f'{caller!r} is a withheld number, which is every anonymous caller: not forgotten')
+    return await self._tx(_forget_caller, key)
 
 Store.prune, Store.forget = _prune, _forget
 
@@ -731,20 +731,14 @@ def passing(e: BaseException, # what a write raised
     # PostgreSQL's operational errors are about the connection or the server; SQLite uses the class for mistakes too
     return type(e.orig).__module__ != 'sqlite3' or any(w in str(e.orig).lower() for w in _SQLITE_PASSING)
 
-def _scrub(v, secrets):
-    "Secrets taken out of a value to store, strings in dicts and lists included."
-    if isinstance(v, str): return redact(v, secrets)
-    if isinstance(v, dict): return {k: _scrub(x, secrets) for k, x in v.items()}
-    if isinstance(v, list): return [_scrub(x, secrets) for x in v]
+def _strings(v, f):
+    "`f` applied to every string of a value to store, in dicts and lists included."
+    if isinstance(v, str): return f(v)
+    if isinstance(v, dict): return {k: _strings(x, f) for k, x in v.items()}
+    if isinstance(v, list): return [_strings(x, f) for x in v]
     return v
 
 _SAID = ('words', 'heard', 'final', 'text') # the keys of events that hold what a caller said
-
-def _personal(v):
-    if isinstance(v, str): return mask_personal(v)
-    if isinstance(v, dict): return {k: _personal(x) for k, x in v.items()}
-    if isinstance(v, list): return [_personal(x) for x in v]
-    return v
 
 def _json_default(v):
     if isinstance(v, datetime): return {'$dt': v.isoformat()}
@@ -795,10 +789,10 @@ class StoreSink(CallSink):
 
     def _clean(self, v, said: tuple | None = None):
         "A value to store, secrets taken out, and personal details masked when asked (strings in dicts and lists; of a dict's `said` keys only, if given)."
-        v = _scrub(v, self.secrets)
+        v = _strings(v, lambda t: redact(t, self.secrets))
         if not self.personal: return v
-        if said is None or not isinstance(v, dict): return _personal(v)
-        return {k: _personal(x) if k in said else x for k, x in v.items()}
+        if said is None or not isinstance(v, dict): return _strings(v, mask_personal)
+        return {k: _strings(x, mask_personal) if k in said else x for k, x in v.items()}
 
     async def start_call(self, sid: str, # Twilio's CallSid
                          caller: str = '', # the caller's number
