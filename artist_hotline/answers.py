@@ -4,7 +4,7 @@
 
 # %% ../nbs/06c_answers.ipynb #a0c1e003
 from __future__ import annotations
-import asyncio, logging
+import asyncio, inspect, logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -16,6 +16,7 @@ from .playout import CallRecorder, Playout
 from .providers import LanguageModel, ProviderError, Tasks, retried
 from .records import CallRecord, TurnRecord
 from .settings import CallSettings
+from .tools import ToolCall, tool_specs
 from .transcription import Heard, same_words
 from .turns import Utterance
 from .voice import SpokenReply, VoiceSession, once
@@ -52,10 +53,12 @@ class Bot:
                  tasks: Tasks, # the call's tasks: the answers run among them
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
-                 said: Callable[[str], Callable[[], str] | None] = lambda words: None, # told each turn's words; what it returns is done once the turn is over, and the line it gives said instead of a reply
+                 said: Callable[[str], Callable[[], str | None | Awaitable] | None] = lambda words: None, # told each turn's words; what it returns is done once the turn is over, and the line it gives said instead of a reply (None: nothing said)
+                 tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
-        self.said = said
+        self.said, self.tool = said, tool
+        self.tools = tool_specs(memory.persona.tools) if tool is not None and llm.takes_tools else [] # offered to the model
         self._grams: set | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
@@ -153,8 +156,14 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
             return self.record.turn(rec)
         if (act := self.said(rec.caller_text)) is not None:
             await ans.over.wait()  # an answer dropped before its turn is over (the caller went on) does nothing
-            await self._speak(ans, once(act()))
-        else: await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}]))
+            line = act()
+            if inspect.isawaitable(line): line = await line
+            if line is None:  # the call keeps these words itself (a message being left): nothing is said
+                rec.outcome = 'kept'
+                await self._admit(ans)
+                return self._finish(rec)
+            await self._speak(ans, once(line))
+        else: await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}], ans.over))
         await self._admit(ans)
     except asyncio.CancelledError:
         if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered
@@ -166,13 +175,20 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
         raise
 
 @patch
-async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict]) -> AsyncIterator[str]:
-    "The model's reply to `messages`, as it is written (started again once if it fails before its first word)."
+async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict],
+                    over: asyncio.Event, # the caller's turn is over: a tool acts only then
+                   ) -> AsyncIterator[str]:
+    "The model's reply to `messages`, as it is written (started again once if it fails before its first word); a tool it asks for is done, and its line said."
     s, usage, said = self.settings, {}, ''
     if self._grams is None: self._grams = prompt_grams(self.memory.persona.system_prompt)
+    kw = {'tools': self.tools} if self.tools else {}
     try:
-        async for tok in retried(lambda: self.llm.reply(messages, usage), s.llm_timeout_s, s.llm_gap_timeout_s, 'llm', self.record.event):
+        async for tok in retried(lambda: self.llm.reply(messages, usage, **kw), s.llm_timeout_s, s.llm_gap_timeout_s, 'llm', self.record.event):
             if rec.first_token is None: rec.first_token = self.clock()
+            if isinstance(tok, ToolCall):
+                await over.wait()  # an answer dropped before its turn is over does nothing
+                if (line := await self.tool(tok, rec, said)): yield f' {line}' if said else line
+                continue
             said += tok
             if quotes_prompt(said[-400:], self._grams):  # a caller talked the model into reading out its instructions
                 self.record.event('prompt_quoted', turn=rec.index)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_call.ipynb #ab7dd1f1
 from __future__ import annotations
-import asyncio, logging, re
+import asyncio, logging, re, time
 from dataclasses import dataclass
 from functools import partial
 from typing import Awaitable, Callable
@@ -19,13 +19,14 @@ from .playout import CallRecorder, Clock
 from .providers import ProviderError, Providers, Tasks
 from .records import CallRecord, CallSink, TurnRecord
 from .settings import CallSettings
+from .tools import Actions, ToolCall, ToolError
 from .transcription import Heard, TranscriptionSession
 from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, over_bot
 from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import VoiceSession
 
 # %% auto #0
-__all__ = ['ABUSIVE', 'log', 'asks_not_to_be_recorded', 'Peek', 'Call']
+__all__ = ['ABUSIVE', 'HANDED_OFF', 'log', 'asks_not_to_be_recorded', 'Peek', 'Call']
 
 # %% ../nbs/07_call.ipynb #dcda4872
 _OBJECT = r"(?:\s+(?:this|that|me|us|it|the|our|call|conversation|please|now|anymore))*\s*(?:[.,!?]|$)"  # "record" of the call, not of music
@@ -34,6 +35,7 @@ _DONT_RECORD = re.compile(rf"{_SUBJECT}\b(?:do\s?n[o'’]?t|do\s+not|not)\s+reco
                           rf"|\bnot\s+(?:to\s+)?be\s+recorded\b|\brather\s+it\s+(?:was|were)n['’]?t\s+recorded\b", re.I)
 
 ABUSIVE = 'abusive caller' # how a call hung up on for abuse ends (the server blocks the number)
+HANDED_OFF = 'handed to the artist' # how a call put through to ARTIST_PHONE ends here (`talk_to_artist`)
 
 def asks_not_to_be_recorded(words: str, # what the caller said
                            ) -> bool:
@@ -68,23 +70,30 @@ class Call:
                  record: bool = False, # keep both sides of the call for a stereo recording
                  opt_out: bool = False, # the caller may stop the recording (saying "don't record", or key 9): none is kept then
                  clock: Callable[[], float] | None = None, # the call's clock (default: seconds since now)
+                 actions: Actions | None = None, # what tools do beyond the call's audio: texts, e-mail, the handoff (default: none of it)
+                 taking: bool = False, # the call begins by taking a message (it came back from an unanswered handoff)
+                 first_turn: int = 1, # its first turn's number (a second stream carries on the first's)
                 ):
         self.settings = s = settings or CallSettings()
         self.start, self.providers, self.notice, self._hangup, self.opt_out = start, providers, notice, hangup, opt_out
+        self.actions = actions or Actions()
+        self.message: list[str] | None = [] if taking else None # the words of a message being left (`take_message`), None when none is
         self.clock = clock or Clock()
-        self.record = CallRecord(start.call_sid, start.stream_sid, caller, persona.name, self.clock, sink)
+        self.record = CallRecord(start.call_sid, start.stream_sid, caller, persona.name, self.clock, sink, first_turn)
         self.turn_taker = TurnTaker(s.turn, self.record.number)
         self.ear = TranscriptionSession(providers.stt, providers.stream_stt, self._heard, self.record.event, self.clock,
                                         s.stt_timeout_s, s.stt_final_timeout_s)
         self._tasks = Tasks(f'call {start.call_sid}')
         self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
                        providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
-                       send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said)
+                       send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said,
+                       tool=self._tool)
         self._pending = b'' # inbound µ-law short of a whole frame
         self._early: Answer | None = None # an answer started in the caller's pause
         self._peek = Peek()
         self._closing, self.ended = False, asyncio.Event()
         self.strikes = 0 # abusive turns so far
+        self.handed_off = False # the call has moved to the artist's phone: this stream is over
 
     @property
     def sid(self) -> str: return self.record.sid
@@ -132,6 +141,29 @@ class Call:
             if self._unrecord(f'key {digit}'): self._tasks.spawn(self._say_when_quiet('recording', persona.recording_stopped))
         elif action == 'repeat' and (last := next((t for t in reversed(self.turns) if t.kind != 'notice' and t.reply_text), None)):
             self._tasks.spawn(self._say_when_quiet('repeat', last.reply_text))
+        elif action in ('talk_to_artist', 'take_message'): self._tasks.spawn(self._keyed(action))
+
+    async def _keyed(self, tool: str) -> None:
+        "A key asked for a tool: do it, and say its line once the bot is quiet."
+        await self._say_when_quiet('tool', await self._tool(ToolCall(tool), by='key'))
+
+    async def _tool(self, call: ToolCall, # the tool asked for
+                    rec: TurnRecord | None = None, # the reply that asked for it (None: a key did)
+                    said: str = '', # what the model said before asking
+                    by: str = 'model', # who asked: the model, or a key
+                   ) -> str:
+        "Do one of the persona's tools (below); the line that says so (the persona's `tool_failed` when it could not be done)."
+        p = self.bot.memory.persona
+        do = {'take_message': self._take_message, 'text_link': self._text_link, 'talk_to_artist': self._talk_to_artist,
+              'end_call': partial(self._end_call, rec, said)}
+        try:
+            if call.name not in do or (by == 'model' and call.name not in p.tools): raise ToolError(f"{call.name!r} is not one of the persona's tools")
+            line, detail = await do[call.name]()
+            self.record.event('tool', name=call.name, by=by, **detail)
+            return line
+        except ToolError as e:
+            self.record.event('tool', name=call.name, by=by, error=str(e)[:300])
+            return p.tool_failed
 
     async def _until(self, done: Callable[[], bool]) -> None:
         "Wait for `done()`, or for as long as a line can take to be said."
@@ -143,8 +175,9 @@ class Call:
         await self._until(lambda: not self.bot.busy)
         if not self.record.end_reason: await self.bot.line(kind, text)
 
-    def _said(self, words: str) -> Callable[[], str] | None:
+    def _said(self, words: str) -> Callable[[], str | None] | None:
         "A turn's words, before they are answered: what the call does itself, once the turn is over, and the line said instead of a reply."
+        if self.message is not None: return partial(self.message.append, words)  # a message being left: kept, and nothing said
         if asks_not_to_be_recorded(words) and self._may_unrecord: return self._unrecorded
         if (why := abuse_reason(words)) and self.settings.abuse_strikes: return partial(self._abused, why)
         return None
@@ -160,13 +193,13 @@ class Call:
         self.strikes += 1
         self.record.event('abuse', why=why, strike=self.strikes)
         if self.strikes < self.settings.abuse_strikes: return persona.abuse_warning
-        self._tasks.spawn(self._end_after(persona.abuse_goodbye, ABUSIVE))
+        self._tasks.spawn(self._end_after(ABUSIVE, lambda: any(t.reply_text == persona.abuse_goodbye for t in self.turns)))
         return persona.abuse_goodbye
 
-    async def _end_after(self, line: str, why: str) -> None:
-        "End the call (no other goodbye) once the reply saying `line` is over: heard, or cut."
+    async def _end_after(self, why: str, said: Callable[[], bool]) -> None:
+        "End the call (no other goodbye) once the last line is over (`said()`): heard, or cut."
         self.record.end_reason = why  # the call asks nothing more meanwhile
-        await self._until(lambda: any(t.reply_text == line for t in self.record.turns))
+        await self._until(said)
         await self.end(why, goodbye=False)
 
     @property
@@ -198,8 +231,12 @@ async def run(self: Call) -> None:
         while not self.ended.is_set():
             await asyncio.sleep(0.1)
             now = self.clock()
+            if self.handed_off: return
             if now >= s.max_call_s: return await self.end('maximum call length')
             if bot.busy or tt.speaking or self.record.end_reason: continue  # an ending call (`end`) asks nothing more
+            if self.message and now - tt.spoke_at >= s.message_end_s:
+                await bot.line('message', await self._keep_message())
+                continue
             if now - tt.spoke_at >= s.idle_hangup_s: return await self.end('caller silent')
             if now - max(tt.spoke_at, bot.playout.played_at) >= s.idle_reprompt_s and reprompted < tt.spoke_at:
                 reprompted = now
@@ -222,12 +259,13 @@ async def end(self: Call, why: str,
 
 @patch
 async def close(self: Call, reason: str = 'ended') -> None:
-    "End the call: cancel its work, finish its records, close its ear and voice."
+    "End the call: cancel its work, keep a message being left, finish its records, close its ear and voice."
     if self._closing: return
     self._closing = True
     self.record.end_reason = self.record.end_reason or reason
     self._tasks.cancel()
     await asyncio.sleep(0)  # let cancelled replies record themselves
+    if self.message: await self._keep_message()  # the caller hung up after leaving a message: it is kept, and sent
     await asyncio.gather(self.ear.close(), self.bot.close())
     self.ended.set()
     await self.record.flush()
@@ -296,3 +334,57 @@ def _peeked_words(self: Call, u: Utterance, speech_ms: float, read: asyncio.Task
     elif self.turn_taker is not None and self.turn_taker.utterance is u:
         p.last, p.last_ms = u, speech_ms
         self._heard(read.result().text)
+
+# %% ../nbs/07_call.ipynb #8ab905d9
+@patch
+async def _take_message(self: Call) -> tuple[str, dict]:
+    self.message = []
+    return self.bot.memory.persona.message_prompt, {}
+
+@patch
+async def _text_link(self: Call) -> tuple[str, dict]:
+    p, to = self.bot.memory.persona, self.record.caller
+    if not p.links: raise ToolError('the persona has no links to text')
+    if not re.fullmatch(r'\+?\d{7,15}', to): raise ToolError("the caller's number is withheld, or not a phone's")
+    await self.actions.text(to, p.links)
+    return p.link_sent, {'to': to}
+
+@patch
+async def _talk_to_artist(self: Call) -> tuple[str, dict]:
+    p = self.bot.memory.persona
+    if not self.actions.can_transfer or not p.artist_in():
+        self.message = []
+        return p.artist_away, {'rang': False, 'why': 'outside the artist\'s hours' if self.actions.can_transfer else 'no artist to ring'}
+    self._tasks.spawn(self._handoff(p.handoff))
+    return p.handoff, {'rang': True}
+
+@patch
+async def _end_call(self: Call, rec: TurnRecord | None, said: str) -> tuple[str, dict]:
+    line = '' if said.strip() else self.bot.memory.persona.goodbye  # the model's own goodbye, or the persona's
+    self._tasks.spawn(self._end_after('caller said goodbye', lambda: rec is None or self.record.has(rec)))
+    return line, {}
+
+@patch
+async def _handoff(self: Call, line: str) -> None:
+    "Once the handoff line is heard, move the call to the artist; if that fails, say so and take a message."
+    await self._until(lambda: any(t.reply_text.endswith(line) for t in self.turns))
+    self.record.end_reason = HANDED_OFF  # nothing more is said meanwhile
+    back = {'turn': self.record.number(), 'start': f'{time.time() - self.clock():.3f}'}  # where a second stream would carry on
+    try: await self.actions.transfer(self.sid, back)
+    except ToolError as e:
+        self.record.end_reason = ''
+        self.record.event('tool', name='talk_to_artist', by='handoff', error=str(e)[:300])
+        self.message = []
+        return await self._say_when_quiet('tool', self.bot.memory.persona.artist_away)
+    self.record.event('handoff')
+    self.handed_off = True  # `run` ends the call: Twilio now dials the artist, and this stream is over
+
+@patch
+async def _keep_message(self: Call) -> str:
+    "The caller has finished their message (or hung up): kept as a `message` event, sent to the artist; the line that thanks them."
+    text, self.message = ' '.join(self.message), None
+    p = self.bot.memory.persona
+    try: sent, error = await self.actions.deliver(text, self.record.caller, self.sid), ''
+    except ToolError as e: sent, error = [], str(e)
+    self.record.event('message', text=text[:4000], sent=sent, **({'error': error[:300]} if error else {}))
+    return p.tool_failed if error else p.message_taken

@@ -121,6 +121,7 @@ main{max-width:980px;margin:0 auto;padding:12px}
 .summary{background:#f3f6fa;border-left:3px solid #4c78a8;padding:4px 8px;margin:8px 0}
 .insights{font-size:13px;margin:4px 0}.mood{font-weight:600}.mood.positive{color:#2e7d32}.mood.negative{color:#c0392b}.mood.neutral{color:#5b6675}
 .insights ul{margin:2px 0 0 18px;padding:0}
+.messages{background:#fffbe6;border:1px solid #e8d48a;border-radius:6px;padding:8px 14px;margin:12px 0}.messages h2{font-size:15px;margin:0 0 4px}
 audio{width:100%;margin:6px 0}.norec{color:#8a94a3;font-style:italic}
 ol.turns{list-style:none;padding:0;margin:8px 0}
 .turn{border-top:1px solid #eef1f4;padding:6px 2px;cursor:pointer}.turn:hover{background:#fafbfc}
@@ -198,6 +199,14 @@ def _call(c: dict, prefix: str, scale: float) -> str:
             f'<span class="meta">· {_when(c.get("started_at"))}{dur} · {escape(c.get("outcome") or "in progress")}</span></h2>'
             f'<p class="meta">{sid} · {escape(c.get("persona") or "")}</p>{summary}{player}<ol class="turns">{turns}</ol>{events}</article>')
 
+def _messages(calls: list[dict]) -> str:
+    "The messages callers left for the artist (`message` events) in these calls, newest call first, each linked to its call."
+    items = ''.join(f'<li><a href="#call-{escape(c["sid"])}">{escape(c.get("caller") or "unknown caller")}</a> '
+                    f'<span class="meta">{_when(c.get("started_at"))}</span>: {escape(e["detail"].get("text", ""))}'
+                    f'<span class="meta"> · sent by {escape(", ".join(e["detail"].get("sent") or []) or "nothing: kept here")}</span></li>'
+                    for c in calls for e in c.get('events', []) if e['kind'] == 'message')
+    return f'<section class="messages"><h2>Messages for the artist</h2><ul>{items}</ul></section>' if items else ''
+
 def calls_html(calls: list[dict], # calls as `Store.get_call` returns them (with turns and events)
                prefix: str = '/calls', # where the routes live
                limit: int = 20, # calls per page
@@ -215,7 +224,7 @@ def calls_html(calls: list[dict], # calls as `Store.get_call` returns them (with
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>Calls · artist hotline</title><style>{_CSS}</style></head><body><header>{out}<h1>Calls</h1>'
             f'<p>{f"calls {offset + 1}–{offset + len(calls)}, newest first" if calls else "no calls"} · latency bars: caller stops → first audio out, full width {scale:.0f} ms</p>'
-            f'<p class="legend">{legend}</p></header><main><nav>{nav}</nav>{body}<nav>{nav}</nav></main>'
+            f'<p class="legend">{legend}</p></header><main>{_messages(calls)}<nav>{nav}</nav>{body}<nav>{nav}</nav></main>'
             f'<script src="{prefix}/ui.js"></script></body></html>')
 
 def login_html(prefix: str = '/calls', # where the routes live

@@ -16,6 +16,7 @@ from .audio import SAMPLE_RATE, ulaw_encode, wav_bytes
 from .persona import VoiceSettings
 from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
 from .settings import ELEVENLABS_URL, OPENAI_URL
+from .tools import ToolCall, ToolCallReader
 
 try: import httpx2  # the HTTP layer of openai >= 3; older releases use httpx
 except ImportError: httpx2 = httpx
@@ -125,27 +126,31 @@ class OpenAIChat(_OpenAIAdapter, LanguageModel):
         self.name = f'openai:{model}'
         self._connect(api_key, base_url, timeout, client)
 
-    structured = True
+    structured = takes_tools = True
 
     async def reply(self, messages: list[dict], # the conversation, OpenAI chat format
                     usage: dict | None = None, # filled with `prompt_tokens` and `completion_tokens` when the server reports them
                     response_format: dict | None = None, # e.g. JSON against a schema (then up to 4x `max_tokens`)
-                   ) -> AsyncIterator[str]:
-        "Pieces of the reply as they stream in."
-        fmt = {'response_format': response_format} if response_format else {}
+                    tools: list[dict] | None = None, # OpenAI chat `tools` the model may use (`tools.tool_specs`)
+                   ) -> AsyncIterator[str | ToolCall]:
+        "Pieces of the reply as they stream in, then a `ToolCall` for each tool the model used."
+        kw = ({'response_format': response_format} if response_format else {}) | ({'tools': tools} if tools else {})
+        calls = ToolCallReader()
         try:
             async with self.client.chat.completions.with_streaming_response.create(
                     model=self.model, messages=messages, stream=True, stream_options={'include_usage': True},
                     max_tokens=self.max_tokens * (4 if response_format else 1), temperature=self.temperature, timeout=self.timeout,
-                    **fmt) as resp:
+                    **kw) as resp:
                 async for line in resp.iter_lines():
-                    if (text := chat_line(line, self.name, usage)) is None: break
+                    if (text := chat_line(line, self.name, usage, calls)) is None: break
                     if text: yield text
+            for call in calls.calls(): yield call
         except sdk_errors() as e: raise provider_error(self.name, e) from e
 
 def chat_line(line: str, # one line of a streamed chat completion
                name: str, # the provider, for errors
                usage: dict | None, # filled with the token counts when the line carries them
+               calls: ToolCallReader | None = None, # given the line's tool call pieces, if any
               ) -> str | None:
     "The text in one line of a streamed chat completion ('' for none, None at its end; `ValueError` when unreadable)."
     if not line.startswith('data:'): return ''  # blank lines between events, comments
@@ -155,7 +160,9 @@ def chat_line(line: str, # one line of a streamed chat completion
     if isinstance(d, dict) and d.get('error'): raise ProviderError(f'{name}: {error_detail(d) or "error while streaming"}')
     try:
         choices, counts = d.get('choices') or [], d.get('usage')
-        text = (choices[0].get('delta') or {}).get('content') or '' if choices else ''
+        delta = (choices[0].get('delta') or {}) if choices else {}
+        text = delta.get('content') or ''
+        if delta.get('tool_calls') and calls is not None: calls.add(delta['tool_calls'])
         if isinstance(text, str) and (counts is None or isinstance(counts, dict)):
             if counts and usage is not None:
                 usage.update(prompt_tokens=counts.get('prompt_tokens', 0), completion_tokens=counts.get('completion_tokens', 0))

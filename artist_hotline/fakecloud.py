@@ -806,21 +806,30 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     if fault == 'error': return _injected_error(request, 'chat')
     if fault == 'hang': return await _hang(request)
     said = [{'role': m['role'], 'content': _content(m)} for m in messages]
-    words = _words(_summary(said, body.get('response_format')) or ''.join([piece async for piece in request.app[ENGINES].brain.reply(said)]))
-    finish = 'stop'
+    brain, tools = request.app[ENGINES].brain, body.get('tools')
+    summary = _summary(said, body.get('response_format'))
+    pieces = [] if summary else [p async for p in brain.reply(said, **({'tools': tools} if tools and brain.takes_tools else {}))]
+    calls = [{'index': i, 'id': f'call_{_rid()[:24]}', 'type': 'function', 'function': {'name': c.name, 'arguments': json.dumps(c.arguments)}}
+             for i, c in enumerate(p for p in pieces if not isinstance(p, str))]  # the brain's `tools.ToolCall`s
+    words = _words(summary or ''.join(p for p in pieces if isinstance(p, str)))
+    finish = 'tool_calls' if calls else 'stop'
     if limit and len(words) > limit: words, finish = words[:limit], 'length'
     prompt_tokens = sum(len(_words(_content(m))) + 4 for m in messages)
-    usage = {'prompt_tokens': prompt_tokens, 'completion_tokens': len(words), 'total_tokens': prompt_tokens + len(words)}
+    usage = {'prompt_tokens': prompt_tokens, 'completion_tokens': len(words) + len(calls), 'total_tokens': prompt_tokens + len(words) + len(calls)}
     text = ''.join(words)
-    cid, created, times = f'chatcmpl-{_rid()[:24]}', int(time.time()), profile.token_times(len(words))
-    entry.update(reply=text, due_s=(times[0], times[-1]))
+    cid, created, times = f'chatcmpl-{_rid()[:24]}', int(time.time()), profile.token_times(max(1, len(words) + 2 * len(calls)))
+    entry.update(reply=text, tool_calls=[c['function']['name'] for c in calls], due_s=(times[0], times[-1]))
     if not stream:
+        message = {'role': 'assistant', 'content': text or None, 'refusal': None}
+        if calls: message['tool_calls'] = [{k: v for k, v in c.items() if k != 'index'} for c in calls]
         return await _send_json(request, {
             'id': cid, 'object': 'chat.completion', 'created': created, 'model': model, 'system_fingerprint': 'fp_fake',
-            'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': text, 'refusal': None},
-                         'logprobs': None, 'finish_reason': finish}], 'usage': usage}, t0, times[-1], fault)
+            'choices': [{'index': 0, 'message': message, 'logprobs': None, 'finish_reason': finish}], 'usage': usage}, t0, times[-1], fault)
     mk = lambda **kw: _sse(_chunk(cid, created, model, with_usage=with_usage, **kw))
-    events = [mk(delta={'role': 'assistant', 'content': '', 'refusal': None})] + [mk(delta={'content': w}) for w in words]
+    events = [mk(delta={'role': 'assistant', 'content': '' if words or not calls else None, 'refusal': None})] + [mk(delta={'content': w}) for w in words]
+    for c in calls:  # as OpenAI streams a tool call: its id and name first, then its arguments
+        events += [mk(delta={'tool_calls': [c | {'function': {'name': c['function']['name'], 'arguments': ''}}]}),
+                   mk(delta={'tool_calls': [{'index': c['index'], 'function': {'arguments': c['function']['arguments']}}]})]
     events[:2] = [b''.join(events[:2])]  # the role chunk goes out with the first token
     if fault == 'malformed': events[len(events) // 2] = b'data: {"id": "' + cid.encode() + b'", "choices": [{"delta": {"cont\n\n'
     tail = mk(delta={}, finish=finish) + (_sse(_chunk(cid, created, model, usage=usage, with_usage=True)) if with_usage else b'')

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio, base64, hmac, secrets
 from datetime import datetime, timezone
 from email.message import EmailMessage
+from xml.etree import ElementTree
 
 import aiohttp
 from aiohttp import web
@@ -15,8 +16,9 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 # %% auto #0
-__all__ = ['TWILIO_AUTH', 'TWILIO_SENT', 'sms_body', 'twilio_error', 'twilio_authorised', 'twilio_date', 'fake_twilio_api',
-           'NotifyError', 'send_sms', 'send_call_summary_sms', 'email_message', 'send_email']
+__all__ = ['TWILIO_AUTH', 'TWILIO_SENT', 'TWILIO_ARTIST', 'TWILIO_DIALED', 'sms_body', 'twilio_error', 'twilio_authorised',
+           'twilio_date', 'fake_twilio_api', 'NotifyError', 'send_sms', 'send_call_summary_sms', 'email_message',
+           'send_email']
 
 # %% ../nbs/12c_notify.ipynb #97953d11
 def sms_body(caller: str, # the caller's number
@@ -33,6 +35,9 @@ def sms_body(caller: str, # the caller's number
 # %% ../nbs/12c_notify.ipynb #7634f878
 TWILIO_AUTH = web.AppKey('twilio_auth', tuple)
 TWILIO_SENT = web.AppKey('twilio_sent', list)
+TWILIO_ARTIST = web.AppKey('twilio_artist', tuple) # how the fake artist answers a `<Dial>`: (DialCallStatus, seconds it rings)
+TWILIO_DIALED = web.AppKey('twilio_dialed', dict) # CallSid -> a future of the TwiML the dial's `action` answered
+_RINGING = web.AppKey('twilio_ringing', set)
 
 def twilio_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response({'code': code, 'message': message, 'more_info': f'https://www.twilio.com/docs/errors/{code}', 'status': status}, status=status)
@@ -57,19 +62,46 @@ async def _messages(request: web.Request) -> web.Response:
                               'price': None, 'price_unit': 'USD', 'error_code': None, 'error_message': None, 'subresource_uris': {},
                               'uri': f'/2010-04-01/Accounts/{acct}/Messages/{sid}.json'}, status=201)
 
+async def _ring(app: web.Application, acct: str, sid: str, dial) -> None:
+    "Ring the fake artist for a `<Dial>`, then ask its `action` what next, signed as Twilio signs; the answer goes to `TWILIO_DIALED`."
+    from twilio.request_validator import RequestValidator
+    status, ring_s = app[TWILIO_ARTIST]
+    done = app[TWILIO_DIALED].setdefault(sid, asyncio.get_running_loop().create_future())
+    await asyncio.sleep(min(ring_s, float(dial.get('timeout', 30))))
+    form = {'AccountSid': acct, 'CallSid': sid, 'DialCallSid': 'CA' + secrets.token_hex(16), 'DialCallStatus': status,
+            'DialCallDuration': '0' if status != 'completed' else '42', 'To': (dial.text or '').strip(), 'Direction': 'inbound'}
+    app[TWILIO_SENT].append(dict(kind='dial', **form))
+    headers = {'X-Twilio-Signature': RequestValidator(app[TWILIO_AUTH][1]).compute_signature(dial.get('action'), form)}
+    try:
+        async with aiohttp.ClientSession() as http, http.post(dial.get('action'), data=form, headers=headers) as r:
+            done.set_result(await r.text() if r.status < 300 else f'{r.status}: {await r.text()}')
+    except aiohttp.ClientError as e: done.set_result(f'error: {e}')
+
 async def _call_update(request: web.Request) -> web.Response:
     if not twilio_authorised(request): return twilio_error(401, 20003, 'Authenticate')
     form, acct, sid = dict(await request.post()), request.match_info['sid'], request.match_info['call']
     request.app[TWILIO_SENT].append(dict(kind='call', CallSid=sid, **form))
+    try: dial = ElementTree.fromstring(form['Twiml']).find('Dial') if form.get('Twiml') else None
+    except ElementTree.ParseError: return twilio_error(400, 12100, 'Document parse failure')
+    if dial is not None and dial.get('action'):  # the call moves to the number dialed: ring it, then ask the action what next
+        task = asyncio.create_task(_ring(request.app, acct, sid, dial))
+        request.app[_RINGING].add(task); task.add_done_callback(request.app[_RINGING].discard)
     return web.json_response({'sid': sid, 'account_sid': acct, 'status': form.get('Status', 'in-progress'), 'api_version': '2010-04-01',
                               'date_updated': twilio_date(), 'uri': f'/2010-04-01/Accounts/{acct}/Calls/{sid}.json'})
 
+async def _stop_ringing(app: web.Application) -> None:
+    for t in list(app[_RINGING]): t.cancel()
+
 def fake_twilio_api(account_sid: str, # the account it accepts
                     auth_token: str, # its auth token
+                    artist: str = 'no-answer', # how a dialed artist answers: DialCallStatus ('no-answer', 'busy', 'completed': they talked)
+                    ring_s: float = 0.2, # how long the artist's phone rings (at most the `<Dial>`'s timeout)
                    ) -> web.Application:
-    "A local stand-in for the two Twilio REST calls the hotline makes (send a text, hang up a call)."
+    "A local stand-in for the Twilio REST calls the hotline makes: send a text, hang up a call, move a call (a `<Dial>` it performs)."
     app = web.Application()
     app[TWILIO_AUTH], app[TWILIO_SENT] = (account_sid, auth_token), []
+    app[TWILIO_ARTIST], app[TWILIO_DIALED], app[_RINGING] = (artist, ring_s), {}, set()
+    app.on_cleanup.append(_stop_ringing)
     app.router.add_post('/2010-04-01/Accounts/{sid}/Messages.json', _messages)
     app.router.add_post('/2010-04-01/Accounts/{sid}/Calls/{call}.json', _call_update)
     return app

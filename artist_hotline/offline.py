@@ -17,6 +17,7 @@ import soxr
 
 from .audio import SAMPLE_RATE, resample, ulaw_decode, ulaw_encode
 from .persona import INTERRUPTED, Persona, load_persona
+from .tools import ToolCall, offered
 from .providers import (LanguageModel, ProviderError, SpeechToText, StreamingSpeechToText, TextToSpeech,
                                       TranscriptStream)
 
@@ -417,31 +418,44 @@ class ScriptedBrain(LanguageModel):
                  persona:Persona|None=None, # whose script and small talk (default persona if None)
                 ):
         self.persona = persona or load_persona()
-        self.rules = [(re.compile(r'\b(?:' + '|'.join(re.escape(' '.join(ws)) for ws in map(words, r.keywords) if ws) + r')\b'), r.reply)
+        self.rules = [(re.compile(r'\b(?:' + '|'.join(re.escape(' '.join(ws)) for ws in map(words, r.keywords) if ws) + r')\b'), r)
                       for r in self.persona.script if any(map(words, r.keywords))]  # keywords as whole words or phrases
 
-    def answer(self,
+    takes_tools = True
+
+    def choose(self,
                messages:list[dict], # the conversation, OpenAI chat format
-              )->str:
-        "What the persona says next, from the last caller message and what it already said."
+               tools:set[str]=frozenset(), # the tools it may use
+              )->tuple[str, str]:
+        "What the persona says next, and the tool it uses ('' none), from the last caller message and what it already said."
         p = self.persona
         said = ' '.join(words(next((m.get('content') or '' for m in reversed(messages) if m['role'] == 'user'), '')))
         heard = [words(c) + ([INTERRUPTED] if c.rstrip().endswith(INTERRUPTED) else [])
                  for c in (m.get('content') or '' for m in messages if m['role'] == 'assistant')]
-        for pattern, reply in self.rules:
-            if pattern.search(said) and not _said(reply, heard): return reply
+        for pattern, rule in self.rules:
+            if not pattern.search(said): continue
+            if rule.tool in tools: return rule.reply, rule.tool  # an intent: asked for each time it is heard
+            if rule.reply and not _said(rule.reply, heard): return rule.reply, ''
         fresh = [t for t in p.small_talk if not _said(t, heard)]
-        if fresh: return fresh[0]
-        return p.small_talk[sum(_said(t, [h]) for h in heard for t in p.small_talk) % len(p.small_talk)]
+        if fresh: return fresh[0], ''
+        return p.small_talk[sum(_said(t, [h]) for h in heard for t in p.small_talk) % len(p.small_talk)], ''
+
+    def answer(self,
+               messages:list[dict], # the conversation, OpenAI chat format
+              )->str:
+        "What the persona says next, with no tools offered."
+        return self.choose(messages)[0]
 
     async def reply(self,
                     messages:list[dict], # the conversation, OpenAI chat format
                     usage:dict|None=None, # filled with rough `prompt_tokens`/`completion_tokens`
-                   )->AsyncIterator[str]:
-        "The answer, streamed word by word (`usage` is filled before the first word)."
-        text = self.answer(messages)
+                    tools:list[dict]|None=None, # OpenAI chat `tools` it may use (`tools.tool_specs`)
+                   )->AsyncIterator[str|ToolCall]:
+        "The answer, streamed word by word (`usage` is filled before the first word), then the tool it uses, if any."
+        text, tool = self.choose(messages, offered(tools))
         if usage is not None:
-            usage.update(prompt_tokens=sum(_tokens(m.get('content') or '') + 4 for m in messages), completion_tokens=_tokens(text))
-        for i, w in enumerate(text.split(' ')):
+            usage.update(prompt_tokens=sum(_tokens(m.get('content') or '') + 4 for m in messages), completion_tokens=_tokens(text) + bool(tool))
+        for i, w in enumerate(text.split(' ') if text else ()):
             yield w if i == 0 else ' ' + w
             await asyncio.sleep(0)
+        if tool: yield ToolCall(tool)

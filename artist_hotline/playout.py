@@ -19,8 +19,9 @@ __all__ = ['Clock', 'CallRecorder', 'Piece', 'Playout']
 
 # %% ../nbs/06a_playout.ipynb #2f75a054
 class Clock:
-    "A call's clock: seconds since its stream started (monotonic)."
-    def __init__(self): self.t0 = time.monotonic()
+    "A call's clock: seconds since its stream started (monotonic), plus any the call ran before it."
+    def __init__(self, ago: float = 0., # seconds the call had run before this stream (a second stream, after a handoff)
+                ): self.t0 = time.monotonic() - ago
     def __call__(self) -> float: return time.monotonic() - self.t0
 
 # %% ../nbs/06a_playout.ipynb #7ee9d4ab

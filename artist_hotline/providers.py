@@ -36,11 +36,12 @@ class LanguageModel:
     "Streams the persona's reply to a conversation."
     name = 'llm'
     structured = False # does `reply` take a `response_format` (JSON against a schema, enforced by the server)?
+    takes_tools = False # does `reply` take `tools` (and yield a `tools.ToolCall` when the model uses one)?
     async def reply(self,
                     messages: list[dict], # the conversation, OpenAI chat format
                     usage: dict | None = None, # filled with `prompt_tokens`/`completion_tokens` when known
                    ) -> AsyncIterator[str]:
-        "Pieces of the reply, as they come."
+        "Pieces of the reply, as they come (then a `tools.ToolCall` per tool the model uses, where `takes_tools`)."
         raise NotImplementedError
         yield
 

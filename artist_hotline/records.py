@@ -85,12 +85,13 @@ class CallRecord:
                  persona: str = '', # who answers, by name
                  clock: Callable[[], float] = lambda: 0., # the call's clock
                  sink: CallSink | None = None, # where the records go
+                 first_turn: int = 1, # the first turn's number (a second stream of a call carries on the first's)
                 ):
         self.sid, self.stream_sid, self.caller, self.persona, self.now, self.sink = sid, stream_sid, caller, persona, clock, sink or CallSink()
         self.turns: list[TurnRecord] = [] # finished turns, in the order they began
         self.events: list[tuple[float, str, dict]] = []
         self.dtmf, self.end_reason = '', ''
-        self._count, self._writes = itertools.count(1), Tasks(f'call {sid}: writing')
+        self._count, self._writes = itertools.count(first_turn), Tasks(f'call {sid}: writing')
 
     def number(self) -> int:
         "The next turn's index."

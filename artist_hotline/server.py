@@ -20,19 +20,21 @@ from .call import ABUSIVE, Call
 from .callsweb import add_calls_routes, to_json
 from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
-from .records import CallSink
+from .playout import Clock
+from .records import CallRecord, CallSink
 from .store import Admission, Store, StoreSink, caller_key, remove_recordings, utcnow
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
 from .providers import Providers
 from .settings import Settings, turn_overrides, turn_report
+from .tools import HotlineActions
 from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
            'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'UNSAVED', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio',
            'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call',
-           'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'call_setup', 'voice_stream',
-           'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
+           'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'handoff', 'call_setup',
+           'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -374,19 +376,57 @@ def _hangup(app: web.Application, call_sid: str, ws: web.WebSocketResponse):
     return hangup
 
 def _line(app: web.Application, start: Start) -> tuple[Persona, Providers]:
-    "The persona, and its engines, of this stream's call; an outbound call opens with the persona's outbound greeting."
+    "The persona, and its engines, of this stream's call; an outbound call opens with the persona's outbound greeting, one back from an unanswered handoff with its `no_answer`."
     persona, providers = app[LINES].get(start.custom_parameters.get('persona', ''))
     if start.custom_parameters.get('outbound') == '1': persona = dataclasses.replace(persona, greeting=persona.outbound_greeting)
+    if _returned(start): persona = dataclasses.replace(persona, greeting=persona.no_answer)
     return persona, providers
+
+def _returned(start: Start) -> bool:
+    "Is this the second stream of a call whose handoff to the artist went unanswered (`handoff`)?"
+    return start.custom_parameters.get('then') == 'message'
+
+def _resumed(start: Start) -> dict:
+    "Where the call's second stream carries on (`handoff`): its next turn's number and its clock, from the first stream's."
+    p = start.custom_parameters
+    if not _returned(start): return {}
+    try: return dict(first_turn=int(p.get('turn', 1)), clock=Clock(ago=max(0., time.time() - float(p.get('start', time.time())))))
+    except ValueError: return {}
+
+async def handoff(request: web.Request) -> web.Response:
+    "The `<Dial>` of a handoff has ended (Twilio's `action`): answered, the call is over; otherwise it comes back here to leave a message."
+    app, s = request.app, request.app[SETTINGS]
+    form = await webhook_form(request)
+    if not is_from_twilio(request, s, form): return _forbidden(request)
+    sid, status, q = form.get('CallSid', ''), form.get('DialCallStatus', ''), request.query  # the query was ours, and is signed
+    if not valid_sid(sid): raise _refuse(request, 400, f'CallSid {sid[:40]!r} is not a call sid')
+    await app[SINK].event(CallRecord(sid), 'handoff_ended', {'status': status, 'seconds': form.get('DialCallDuration', '')})
+    r = VoiceResponse()
+    if status == 'completed' or app[STATS]['draining']:  # the artist and the caller talked (or this server is going away)
+        log.info('call %s: the artist %s', sid, 'answered' if status == 'completed' else 'did not answer; server shutting down')
+        r.hangup()
+        return _twiml(r)
+    log.info('call %s: the artist did not answer (%s): back to leave a message', sid, status or 'no status')
+    connect = Connect()
+    stream = connect.stream(url=stream_url(request, s), status_callback=public_base(request, s) + '/stream-status')
+    stream.parameter(name='token', value=stream_token(stream_key(s), f'{sid}:message', s.token_ttl_s))
+    for k in ('caller', 'persona', 'turn', 'start'):
+        if q.get(k): stream.parameter(name=k, value=q[k][:200])
+    stream.parameter(name='then', value='message')
+    r.append(connect)
+    return _twiml(r)
 
 async def _take_stream(app: web.Application, start: Start) -> str | None:
     "Why this stream may not be taken (None: it is taken, by this replica)."
     s = app[SETTINGS]
     if not valid_sid(start.call_sid): return 'not a call sid'
-    if (why := token_problem(stream_key(s), start.call_sid, start.custom_parameters.get('token', ''))): return f'stream token {why}'
+    again = _returned(start)  # a second stream, after an unanswered handoff: its token says so
+    if (why := token_problem(stream_key(s), f'{start.call_sid}:message' if again else start.call_sid, start.custom_parameters.get('token', ''))):
+        return f'stream token {why}'
     taken = app[TAKEN_HERE]
+    if again: taken.pop(start.call_sid, None)
     try: ok = await asyncio.wait_for(app[STORE].claim_stream(start.call_sid, start.stream_sid, app[REPLICA], start.custom_parameters.get('caller', ''),
-                                                             _line(app, start)[0].name), s.store_timeout_s)
+                                                             _line(app, start)[0].name, again=again), s.store_timeout_s)
     except _STORE_DOWN as e:
         log.warning('call %s: the store did not answer (%s): the stream is taken on the token alone', start.call_sid, type(e).__name__)
         app[STATS]['store_degraded'] += 1
@@ -445,9 +485,12 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                 CALL_SID.set(m.call_sid)  # on every log line of this call, from this task and those it starts
                 persona, providers = _line(app, m)
                 record, notice, opt_out = persona.recording(s.record_calls)  # the persona's policy, or RECORD_CALLS
+                if (back := _returned(m)): record, notice = False, None  # the first stream kept the recording; this one only takes a message
                 call = Call(m, providers, persona, ws.send_str, _hangup(app, m.call_sid, ws), s.call,
                             sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
-                            record=record, notice=notice, opt_out=opt_out)
+                            record=record, notice=notice, opt_out=opt_out, taking=back,
+                            actions=HotlineActions(s, public_base(request, s), m.custom_parameters.get('persona', ''), caller),
+                            **_resumed(m))
                 call.record.event('setup', **call_setup(s, providers))  # what this call ran with: the report splits calls by it
                 app[CALLS][m.call_sid], app[STATS]['calls'] = call, app[STATS]['calls'] + 1
                 app[METRICS].calls.inc()
@@ -589,7 +632,7 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[STATS] = collections.Counter(draining=False)
     app.cleanup_ctx.extend([_store, _engines])
     app.on_shutdown.append(drain)  # under a plain runner; `serve` drains first, while marks can still come back
-    app.add_routes([web.post('/voice', voice), web.get('/voice-stream', voice_stream),
+    app.add_routes([web.post('/voice', voice), web.get('/voice-stream', voice_stream), web.post('/handoff', handoff),
                     web.post('/stream-status', status_callback), web.post('/call-status', status_callback),
                     web.get('/health', health), web.get('/ready', ready), web.get('/metrics', metrics),
                     web.post('/calls/outbound', outbound_call),

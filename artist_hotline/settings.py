@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_settings.ipynb #7ad068a8
 from __future__ import annotations
-import ipaddress, os, tomllib
+import ipaddress, os, re, tomllib
 from pathlib import Path
 from typing import Literal, Mapping
 from urllib.parse import urlsplit
@@ -120,6 +120,7 @@ class CallSettings(_Part):
     idle_reprompt_s: float = Field(10, gt=0) # caller silence before the bot asks if they are there
     idle_hangup_s: float = Field(25, gt=0) # caller silence before goodbye and hang-up
     max_call_s: float = Field(600, gt=0) # a call's longest length; then goodbye
+    message_end_s: float = Field(3, gt=0) # caller silence that ends a message being left (`take_message`)
     abuse_strikes: int = Field(2, ge=0) # abusive turns (`junk.abuse_reason`) before the hotline hangs up and blocks the number; the ones before are warned (0: never)
     stt_timeout_s: float = Field(8, gt=0) # speech-to-text deadline
     stt_final_timeout_s: float = Field(2, gt=0) # a streamed turn's final transcript deadline; then its audio is transcribed
@@ -210,8 +211,10 @@ class Settings(_Part):
     retention_days: float = Field(0, ge=0) # calls (turns, events, memory, recordings) and refusals older than this are deleted (0: kept)
     prune_every_s: float = Field(3600, gt=0) # how often the deleting runs (one replica each time)
     redact_transcripts: bool = False # store callers' e-mail addresses, card and phone numbers masked (the model still hears them)
-    notify_sms_to: str = '' # text a summary of each call here (needs Twilio credentials and NOTIFY_SMS_FROM)
-    notify_sms_from: str = '' # the Twilio number that sends it
+    notify_sms_to: str = '' # text a summary of each call here, and the messages callers leave (needs Twilio credentials and NOTIFY_SMS_FROM)
+    notify_sms_from: str = '' # the Twilio number that sends it (and the links `text_link` texts callers)
+    artist_phone: str = '' # `talk_to_artist` puts callers through to this number, E.164 (needs Twilio credentials; '': a message is taken instead)
+    handoff_timeout_s: int = Field(20, ge=5, le=60) # how long the artist's phone rings before the caller comes back to leave a message
     insights: bool = True # after each call, its sentiment, topics and follow-ups: from the model, or a heuristic offline
     notify_email_to: str = '' # email each call's summary and insights here (needs SMTP_HOST)
     notify_email_from: str = 'hotline@localhost' # the sender of those emails
@@ -249,6 +252,12 @@ class Settings(_Part):
             except ValueError: raise ValueError(f'{n!r} is not a network: give comma-separated CIDR blocks such as 10.0.0.0/8,::1/128') from None
         return tuple(nets)
 
+    @field_validator('artist_phone')
+    @classmethod
+    def _phone(cls, v: str) -> str:
+        if v and not re.fullmatch(r'\+[1-9]\d{6,14}', v): raise ValueError('must be a phone number in E.164 form, such as +15551230001')
+        return v
+
     @field_validator('database_url')
     @classmethod
     def _database(cls, v: str) -> str:
@@ -262,6 +271,8 @@ class Settings(_Part):
         if self.notify_sms_to and not (self.twilio_account_sid and self.twilio_auth_token and self.notify_sms_from):
             raise ValueError('NOTIFY_SMS_TO needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and NOTIFY_SMS_FROM')
         if self.notify_email_to and not self.smtp_host: raise ValueError('NOTIFY_EMAIL_TO needs SMTP_HOST')
+        if self.artist_phone and not (self.twilio_account_sid and self.twilio_auth_token):
+            raise ValueError('ARTIST_PHONE needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (the call is moved with their REST API)')
         return self
 
     def trusts(self, address: str, # a peer's IP address

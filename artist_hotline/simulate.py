@@ -445,6 +445,7 @@ async def dial(server_url:str, # the server's base URL, e.g. http://127.0.0.1:80
                seed:int=0, # seed of the comfort noise
                start:bool=True, # send `connected` and `start`
                session:aiohttp.ClientSession|None=None, # HTTP session (default: one the stream owns)
+               twiml:str|None=None, # TwiML that connects the call already (a handoff's `action` answered it): no webhook is asked
               )->TwilioStream:
     "Ring the server as Twilio does: POST the webhook, read the TwiML, open the signed stream, send `connected` and `start`."
     own = session is None
@@ -452,7 +453,7 @@ async def dial(server_url:str, # the server's base URL, e.g. http://127.0.0.1:80
     try:
         call_sid, account_sid = call_sid or new_sid('CA'), account_sid or new_sid('AC')
         url = server_url.rstrip('/') + voice_path
-        text = await fetch_twiml(session, url, voice_params(call_sid, account_sid, from_, to, **(params or {})), auth_token, signed_url)
+        text = twiml or await fetch_twiml(session, url, voice_params(call_sid, account_sid, from_, to, **(params or {})), auth_token, signed_url)
         twiml = parse_twiml(text)
         if ws_url == 'server': ws_url = map_stream_url(twiml.url, server_url)
         stream = await TwilioStream.connect(session, twiml, call_sid, account_sid, auth_token, ws_url, speed=speed,
@@ -634,7 +635,7 @@ async def simulate_call(server_url:str, # the server's base URL, e.g. http://127
                         max_reply_s:float=60.0, # longest wait for a reply to end
                         voice:str|None=None, # eSpeak NG voice for text steps
                         rate:int|None=None, # eSpeak NG words per minute for text steps
-                        **kwargs, # passed to `dial`: voice_path, signed_url, ws_url, from_, to, params, account_sid, call_sid, noise_dbfs, seed, session
+                        **kwargs, # passed to `dial`: voice_path, signed_url, ws_url, from_, to, params, account_sid, call_sid, noise_dbfs, seed, session, twiml
                        )->SimResult:
     "Phone the server as Twilio would, play the caller's script, and measure every turn."
     audio = [await step_audio(s, voice, rate) for s in script]

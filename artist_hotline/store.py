@@ -628,7 +628,10 @@ def remove_recordings(paths: list, # recordings' paths, as `prune` or `forget` r
     return gone
 
 # %% ../nbs/12_store.ipynb #60cbb161
-def _claim(conn, ins, sid, stream_sid, replica, caller, persona, now) -> bool:
+def _claim(conn, ins, sid, stream_sid, replica, caller, persona, now, again=False) -> bool:
+    if again:  # a second stream of the call (after an unanswered handoff): once, whatever the first left
+        return conn.execute(calls.update().where(calls.c.sid == sid, calls.c.stream_sid != stream_sid)
+                            .values(stream_sid=stream_sid, stream_at=now, replica=replica, ended_at=None, outcome=None)).rowcount > 0
     n = conn.execute(calls.update().where(calls.c.sid == sid, calls.c.stream_at.is_(None), calls.c.ended_at.is_(None))
                      .values(stream_sid=stream_sid, stream_at=now, replica=replica)).rowcount
     if n: return True
@@ -642,9 +645,10 @@ async def _claim_stream(self: Store,
                         replica: str, # the replica taking it
                         caller: str = '', # Twilio's From, for a row that has to be made
                         persona: str = '', # who answers, likewise
+                        again: bool = False, # a second stream of the call (its handoff went unanswered): taken once, the call open again
                        ) -> bool:
     "Take a call's stream for one replica; False if it was taken before or the call has ended."
-    return await self._tx(_claim, self._insert, sid, stream_sid, replica, caller, persona, utcnow())
+    return await self._tx(_claim, self._insert, sid, stream_sid, replica, caller, persona, utcnow(), again)
 
 def _sweep(conn, ins, replica, heartbeat_s, stream_wait_s, longest_s, restarted, now) -> dict:
     q = ins(replicas).values(name=replica, heartbeat_at=now)

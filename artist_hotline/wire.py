@@ -15,6 +15,7 @@ from .cloud import chat_line, check_raw, error_detail
 from .persona import VoiceSettings
 from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
 from .settings import ELEVENLABS_URL, OPENAI_URL
+from .tools import ToolCall, ToolCallReader
 
 # %% auto #0
 __all__ = ['log', 'http_failure', 'ws_open', 'read_events', 'HttpOpenAISTT', 'HttpOpenAIChat', 'HttpElevenLabsTTS',
@@ -141,21 +142,25 @@ class HttpOpenAIChat(_HttpAdapter, LanguageModel):
         name = f'openai:{model}'
         self._setup(name, base_url, {'Authorization': f'Bearer {_key(api_key, name)}'}, timeout)
 
-    structured = True
+    structured = takes_tools = True
 
     async def reply(self, messages: list[dict], # the conversation, OpenAI chat format
                     usage: dict | None = None, # filled with `prompt_tokens` and `completion_tokens` when the server reports them
                     response_format: dict | None = None, # e.g. JSON against a schema (then up to 4x `max_tokens`)
-                   ) -> AsyncIterator[str]:
-        "Pieces of the reply as they stream in."
+                    tools: list[dict] | None = None, # OpenAI chat `tools` the model may use (`tools.tool_specs`)
+                   ) -> AsyncIterator[str | ToolCall]:
+        "Pieces of the reply as they stream in, then a `ToolCall` for each tool the model used."
         body = dict(model=self.model, stream=True, messages=messages, max_tokens=self.max_tokens * (4 if response_format else 1),
                     stream_options={'include_usage': True}, temperature=self.temperature)
         if response_format: body['response_format'] = response_format
+        if tools: body['tools'] = tools
+        calls = ToolCallReader()
         try:
             async with self._post('/chat/completions', json=body) as resp:
                 async for line in resp.content:  # one line at a time, as it arrives
-                    if (text := chat_line(line.decode(), self.name, usage)) is None: break
+                    if (text := chat_line(line.decode(), self.name, usage, calls)) is None: break
                     if text: yield text
+            for call in calls.calls(): yield call
         except _ERRORS as e: raise http_failure(self.name, e) from e
 
 # %% ../nbs/05c_wire.ipynb #b4c0d3d9

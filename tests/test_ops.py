@@ -180,16 +180,19 @@ async def test_errors_reach_sentry(aiohttp_server):
     "With a DSN, an error logged by the hotline arrives at the tracker (a local stand-in for Sentry's envelope endpoint)."
     import sentry_sdk
     from artist_hotline.ops import init_sentry
-    got = []
+    got, arrived = [], asyncio.Event()
     async def envelope(request):
-        got.append((await request.read()).decode('utf-8', 'replace'))  # aiohttp has undone the gzip
+        body = (await request.read()).decode('utf-8', 'replace')  # aiohttp has undone the gzip
+        got.append(body)
+        if 'budget alert not sent' in body: arrived.set()
         return web.json_response({})
     fake = web.Application(); fake.router.add_post('/api/{project}/envelope/', envelope)
     server = await aiohttp_server(fake)
     assert init_sentry(f'http://public@127.0.0.1:{server.port}/42', release='test')
     try:
         logging.getLogger('artist_hotline.server').error('budget alert not sent: %s', 'a test')
-        await asyncio.get_running_loop().run_in_executor(None, sentry_sdk.flush, 5)
+        # the SDK sends from its own thread: wait for the envelope itself (a busy machine can take longer than a flush)
+        await asyncio.wait_for(arrived.wait(), 60)
     finally: sentry_sdk.init(dsn=None)
     assert any('budget alert not sent' in g for g in got), got
 
