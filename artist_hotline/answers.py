@@ -4,7 +4,7 @@
 
 # %% ../nbs/06c_answers.ipynb #a0c1e003
 from __future__ import annotations
-import asyncio, inspect, logging
+import asyncio, inspect, logging, re
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .junk import abuse_reason, junk_reason
 from .persona import Memory, prompt_grams, quotes_prompt
 from .playout import CallRecorder, Playout
-from .providers import LanguageModel, ProviderError, Tasks, retried
+from .providers import LanguageModel, Moderator, ProviderError, Tasks, retried
 from .records import CallRecord, TurnRecord
 from .settings import CallSettings
 from .tools import ToolCall, tool_specs
@@ -55,9 +55,10 @@ class Bot:
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
                  said: Callable[[str], Callable[[], str | None | Awaitable] | None] = lambda words: None, # told each turn's words; what it returns is done once the turn is over, and the line it gives said instead of a reply (None: nothing said)
                  tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
+                 moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each sentence of the reply)
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
-        self.said, self.tool = said, tool
+        self.said, self.tool, self.moderator = said, tool, moderator
         self.tools = tool_specs(memory.persona.tools) if tool is not None and llm.takes_tools else [] # offered to the model
         self._grams: set | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
         self.clock = record.now
@@ -163,7 +164,9 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
                 await self._admit(ans)
                 return self._finish(rec)
             await self._speak(ans, once(line))
-        else: await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}], ans.over))
+        else:
+            check = self.tasks.spawn(self._check(rec, rec.caller_text, 'input')) if self.moderator is not None else None  # alongside the model
+            await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}], ans.over, check))
         await self._admit(ans)
     except asyncio.CancelledError:
         if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered
@@ -177,14 +180,20 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
 @patch
 async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict],
                     over: asyncio.Event, # the caller's turn is over: a tool acts only then
+                    check: asyncio.Task | None = None, # the moderation of the caller's words: a reply waits for it before its first word
                    ) -> AsyncIterator[str]:
     "The model's reply to `messages`, as it is written (started again once if it fails before its first word); a tool it asks for is done, and its line said."
     s, usage, said = self.settings, {}, ''
     if self._grams is None: self._grams = prompt_grams(self.memory.persona.system_prompt)
     kw = {'tools': self.tools} if self.tools else {}
+    held = [] if self.moderator is not None and s.moderate_replies else None  # the sentence being written, until moderation passes it
     try:
         async for tok in retried(lambda: self.llm.reply(messages, usage, **kw), s.llm_timeout_s, s.llm_gap_timeout_s, 'llm', self.record.event):
             if rec.first_token is None: rec.first_token = self.clock()
+            if check is not None and await check:  # the caller's words were flagged: the persona's refusal instead
+                yield self.memory.persona.refusal
+                return
+            check = None
             if isinstance(tok, ToolCall):
                 await over.wait()  # an answer dropped before its turn is over does nothing
                 if (line := await self.tool(tok, rec, said)): yield f' {line}' if said else line
@@ -196,8 +205,33 @@ async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict],
             if (why := abuse_reason(said[-200:])):  # the model was led into insulting or threatening: never spoken
                 self.record.event('reply_flagged', turn=rec.index, why=why)
                 raise ProviderError(f'{self.llm.name}: the reply was flagged ({why}); not spoken')
-            yield tok
+            if held is None: yield tok
+            else:
+                held.append(tok)
+                if _SENTENCE_END.search(tok):
+                    for t in await self._passed(rec, held): yield t
+                    held = []
+        if held:
+            for t in await self._passed(rec, held): yield t
     finally: rec.prompt_tokens, rec.completion_tokens = usage.get('prompt_tokens', 0), usage.get('completion_tokens', 0)
+
+_SENTENCE_END = re.compile(r'[.!?…]["\')\]]*\s*$')
+
+@patch
+async def _check(self: Bot, rec: TurnRecord, text: str, what: str) -> str:
+    "What the moderator flags in `text` ('' when nothing, or when it fails: the word list has checked it already); an event when it flags."
+    try: why = await self.moderator.flagged(text)
+    except ProviderError as e:
+        self.record.event('moderation_failed', turn=rec.index, error=str(e)[:300])
+        return ''
+    if why: self.record.event(f'{what}_flagged', turn=rec.index, why=why, by=self.moderator.name)
+    return why
+
+@patch
+async def _passed(self: Bot, rec: TurnRecord, held: list[str]) -> list[str]:
+    "A sentence of the reply, once moderation has passed it (`moderate_replies`); a flagged one is never spoken."
+    if (why := await self._check(rec, ''.join(held), 'reply')): raise ProviderError(f'{self.moderator.name}: the reply was flagged ({why}); not spoken')
+    return held
 
 @patch
 async def _speak(self: Bot, ans: Answer, text: AsyncIterator[str]) -> None:

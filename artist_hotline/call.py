@@ -87,7 +87,7 @@ class Call:
         self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
                        providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
                        send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said,
-                       tool=self._tool)
+                       tool=self._tool, moderator=providers.moderator)
         self._pending = b'' # inbound µ-law short of a whole frame
         self._early: Answer | None = None # an answer started in the caller's pause
         self._peek = Peek()

@@ -14,7 +14,7 @@ import soxr
 
 from .audio import SAMPLE_RATE, ulaw_encode, wav_bytes
 from .persona import VoiceSettings
-from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
+from .providers import LanguageModel, Moderator, ProviderError, SpeechToText, TextToSpeech
 from .settings import ELEVENLABS_URL, OPENAI_URL
 from .tools import ToolCall, ToolCallReader
 
@@ -22,8 +22,8 @@ try: import httpx2  # the HTTP layer of openai >= 3; older releases use httpx
 except ImportError: httpx2 = httpx
 
 # %% auto #0
-__all__ = ['sdk_errors', 'error_detail', 'provider_error', 'check_raw', 'OpenAISTT', 'OpenAIChat', 'chat_line', 'ElevenLabsTTS',
-           'OpenAITTS']
+__all__ = ['sdk_errors', 'error_detail', 'provider_error', 'check_raw', 'OpenAISTT', 'OpenAIChat', 'chat_line',
+           'OpenAIModeration', 'ElevenLabsTTS', 'OpenAITTS']
 
 # %% ../nbs/05b_cloud.ipynb #0193a222
 def sdk_errors() -> tuple:
@@ -169,6 +169,23 @@ def chat_line(line: str, # one line of a streamed chat completion
             return text
     except (AttributeError, IndexError, TypeError): pass
     raise ValueError(f'not a chat completion chunk: {data[:80]}')
+
+# %% ../nbs/05b_cloud.ipynb #407581ff
+class OpenAIModeration(_OpenAIAdapter, Moderator):
+    "OpenAI's moderation of one text: the categories it is flagged for."
+    def __init__(self, model: str = 'omni-moderation-latest', # the moderation model
+                 api_key: str | None = None, # key (settings: `OPENAI_API_KEY`)
+                 base_url: str = OPENAI_URL, # API base URL (settings: `OPENAI_BASE_URL`)
+                 timeout: float = 5., # seconds allowed for the answer
+                 client: object = None, # an `openai.AsyncOpenAI` client to share instead of making one
+                ):
+        self.model, self.timeout, self.name = model, timeout, f'openai:{model}'
+        self._connect(api_key, base_url, timeout, client)
+
+    async def flagged(self, text: str) -> str:
+        try: r = (await self.client.moderations.create(model=self.model, input=text, timeout=self.timeout)).results[0]
+        except (*sdk_errors(), IndexError) as e: raise provider_error(self.name, e) from e
+        return ', '.join(k for k, v in r.categories.model_dump(by_alias=True).items() if v) or 'flagged' if r.flagged else ''
 
 # %% ../nbs/05b_cloud.ipynb #0df02783
 class ElevenLabsTTS(TextToSpeech):

@@ -56,9 +56,11 @@ def make_providers(settings: Settings, # the server's settings
     streaming_voice = voicesocket.ElevenLabsVoice(**eleven) if tts_kind == 'elevenlabs' and s.tts_streaming else None
     if shared is not None:  # one ear per server; a cloud model knows the persona from its prompt alone
         return Providers(shared.stt, shared.llm if llm_kind == 'openai' else llm[llm_kind](), tts[tts_kind](), shared.stream_stt, streaming_voice,
-                         shared.voice_model)
+                         shared.voice_model, shared.moderator if llm_kind == 'openai' else None)
     voice_model = smartturn.SmartTurn() if s.call.turn.voice.model == 'smart-turn' else None  # judges pauses by the voice, for every call
-    return Providers(stt, llm[llm_kind](), tts[tts_kind](), stream, streaming_voice, voice_model)
+    moderator = ((wire.HttpOpenAIModeration if http else cloud.OpenAIModeration)(model=s.moderation_model, **openai_kw)
+                 if llm_kind == 'openai' and s.moderation else None)  # OpenAI's model, OpenAI's policy; offline, the word list alone
+    return Providers(stt, llm[llm_kind](), tts[tts_kind](), stream, streaming_voice, voice_model, moderator)
 
 # %% ../nbs/07a_engines.ipynb #8f56485f
 async def provider_problems(settings: Settings, # the server's settings
@@ -126,7 +128,7 @@ class Lines:
 
     async def _load(self, persona: Persona, providers: Providers) -> None:
         loop = asyncio.get_running_loop()
-        for e in (providers.stt, providers.llm, providers.tts, providers.stream_stt, providers.stream_tts, providers.voice_model):
+        for e in (providers.stt, providers.llm, providers.tts, providers.stream_stt, providers.stream_tts, providers.voice_model, providers.moderator):
             if e is None or id(e) in self.engines: continue
             self.engines[id(e)] = e
             if hasattr(e, 'load'): await loop.run_in_executor(None, e.load)  # the models now, so that the first caller does not wait

@@ -26,8 +26,8 @@ from .simulate import voiced_span
 # %% auto #0
 __all__ = ['PROFILES', 'ENDPOINTS', 'FAULT_KINDS', 'EARS', 'LOUD', 'PROFILE', 'FAULTS', 'JOURNAL', 'ENGINES', 'VOICES', 'MODELS',
            'Profile', 'get_profile', 'Faults', 'Journal', 'KnownEar', 'WhisperEar', 'make_ear', 'Engines',
-           'default_engines', 'encode_audio', 'Voices', 'create_fake_cloud', 'FakeCloud', 'running_fake_cloud',
-           'serve_fake_cloud']
+           'default_engines', 'encode_audio', 'moderation_result', 'Voices', 'create_fake_cloud', 'FakeCloud',
+           'running_fake_cloud', 'serve_fake_cloud']
 
 # %% ../nbs/09_fakecloud.ipynb #9a3a0324
 def _ticks(first: float, # seconds to the first item
@@ -50,6 +50,7 @@ class Profile:
     chunk_ms: int = 100 # speech: milliseconds of audio per streamed chunk
     realtime_final_s: float = 0.2 # streaming transcription: seconds from a commit to its completed transcript
     realtime_delta_s: float = 0.1 # streaming transcription, live models: seconds from the audio to the words in it
+    moderation_s: float = 0.15 # moderation: seconds from request to answer
 
     def token_times(self, n: int # how many tokens
                    ) -> list[float]:
@@ -61,9 +62,10 @@ class Profile:
         "When each `chunk_ms` chunk of `seconds` of speech is due, in seconds after the request."
         return _ticks(self.first_audio_s, self.speed * 1000 / self.chunk_ms, math.ceil(seconds * 1000 / self.chunk_ms))
 
-PROFILES = {'instant': Profile('instant', 0., 0., 0., 0., 0., realtime_final_s=0., realtime_delta_s=0.),
+PROFILES = {'instant': Profile('instant', 0., 0., 0., 0., 0., realtime_final_s=0., realtime_delta_s=0., moderation_s=0.),
             'typical': Profile(),
-            'slow': Profile('slow', stt_s=0.9, first_token_s=1.0, tokens_per_s=20., first_audio_s=0.6, speed=1., realtime_final_s=0.6, realtime_delta_s=0.3)}
+            'slow': Profile('slow', stt_s=0.9, first_token_s=1.0, tokens_per_s=20., first_audio_s=0.6, speed=1., realtime_final_s=0.6, realtime_delta_s=0.3,
+                            moderation_s=0.4)}
 
 def get_profile(profile: str | Profile = 'typical', # a name in `PROFILES` or a `Profile`
                 **overrides, # figures to change, e.g. `first_token_s=1.5`
@@ -75,7 +77,7 @@ def get_profile(profile: str | Profile = 'typical', # a name in `PROFILES` or a 
     return replace(profile, **overrides)
 
 # %% ../nbs/09_fakecloud.ipynb #7a0cd64b
-ENDPOINTS = ('stt', 'chat', 'tts', 'speech', 'realtime', 'tts_ws')  # transcriptions, chat completions, ElevenLabs speech, OpenAI speech, streamed transcription, streamed speech
+ENDPOINTS = ('stt', 'chat', 'tts', 'speech', 'realtime', 'tts_ws', 'moderation')  # transcriptions, chat completions, ElevenLabs speech, OpenAI speech, streamed transcription, streamed speech, moderations
 FAULT_KINDS = ('error', 'hang', 'stall', 'drop', 'malformed')
 
 def _check_endpoint(endpoint: str) -> str:
@@ -796,7 +798,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     with_usage = stream and bool((body.get('stream_options') or {}).get('include_usage'))
     limit = body.get('max_completion_tokens') or body.get('max_tokens')
     entry = request.app[JOURNAL].add('chat', model=model, messages=messages, stream=stream, include_usage=with_usage,
-                                     max_tokens=limit, temperature=body.get('temperature'), response_format=body.get('response_format'))
+                                     max_tokens=limit, temperature=body.get('temperature'), response_format=body.get('response_format'),
+                                     tools=[(t.get('function') or {}).get('name') for t in body.get('tools') or [] if isinstance(t, dict)])
     if not model: return _openai_error('you must provide a model parameter', 400, 'invalid_request_error')
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and m.get('role') in
             ('system', 'developer', 'user', 'assistant', 'tool') for m in messages):
@@ -835,6 +838,38 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     tail = mk(delta={}, finish=finish) + (_sse(_chunk(cid, created, model, usage=usage, with_usage=True)) if with_usage else b'')
     events[-1] += tail + b'data: [DONE]\n\n'
     return await _respond(request, _sse_response(), events, times[:len(events)], t0, fault)
+
+# %% ../nbs/09_fakecloud.ipynb #77bb54c6
+_CATEGORIES = ('harassment', 'harassment/threatening', 'hate', 'hate/threatening', 'illicit', 'illicit/violent', 'self-harm',
+               'self-harm/intent', 'self-harm/instructions', 'sexual', 'sexual/minors', 'violence', 'violence/graphic')
+_FLAGS = {'insult': ('harassment',), 'threat': ('harassment', 'harassment/threatening', 'violence')}
+_PHRASES = {'self-harm': re.compile(r"\b(?:hurt|harm|kill)(?:ing)? myself\b|\bend it all\b", re.I), 'sexual': re.compile(r'\b(?:nude|naked|sexy)\b', re.I)}
+
+def moderation_result(text: str, # the input
+                     ) -> dict:
+    "One result of OpenAI's moderation for `text`, by the word list and a few phrases."
+    from artist_hotline.junk import abuse_reason
+    hit = set(_FLAGS.get(abuse_reason(text) or '', ())) | {c for c, rx in _PHRASES.items() if rx.search(text)}
+    return {'flagged': bool(hit), 'categories': {c: c in hit for c in _CATEGORIES},
+            'category_scores': {c: 0.97 if c in hit else 0.001 for c in _CATEGORIES},
+            'category_applied_input_types': {c: ['text'] for c in _CATEGORIES}}
+
+async def _moderations(request: web.Request) -> web.StreamResponse:
+    t0 = asyncio.get_running_loop().time()
+    if (denied := _openai_key(request)) is not None: return denied
+    body = await _json_body(request)
+    texts = (body or {}).get('input')
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return _openai_error("Invalid 'input': expected a string or an array of strings.", 400, 'invalid_request_error')
+    model = body.get('model') or 'omni-moderation-latest'
+    entry = request.app[JOURNAL].add('moderation', model=model, input=texts)
+    entry['fault'] = fault = request.app[FAULTS].pick('moderation')
+    if fault == 'error': return _injected_error(request, 'moderation')
+    if fault == 'hang': return await _hang(request)
+    results = [moderation_result(t) for t in texts]
+    entry['flagged'] = [r['flagged'] for r in results]
+    return await _send_json(request, {'id': f'modr-{_rid()[:24]}', 'model': model, 'results': results}, t0, request.app[PROFILE].moderation_s, fault)
 
 # %% ../nbs/09_fakecloud.ipynb #6495be67
 _OPENAI_SPEECH = {'pcm': 'pcm_24000', 'wav': 'wav_24000', 'mp3': 'mp3_24000', 'flac': 'flac_24000', 'opus': 'opus_48000'}
@@ -1186,6 +1221,7 @@ def create_fake_cloud(profile: str | Profile = 'typical', # latency profile: a n
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post('/v1/audio/transcriptions', _transcriptions)
     app.router.add_post('/v1/chat/completions', _chat)
+    app.router.add_post('/v1/moderations', _moderations)
     app.router.add_post('/v1/audio/speech', _openai_speech)
     app.router.add_post('/v1/text-to-speech/{voice_id}', _eleven_tts)
     app.router.add_post('/v1/text-to-speech/{voice_id}/stream', _eleven_tts)

@@ -230,6 +230,8 @@ def init_sentry(dsn: str, # SENTRY_DSN ('' : off)
     if not dsn: return False
     import sentry_sdk
     from sentry_sdk.integrations.aiohttp import AioHttpIntegration
-    sentry_sdk.init(dsn=dsn, release=release or None, environment=environment, integrations=[AioHttpIntegration()],
-                    traces_sample_rate=0.)
+    from sentry_sdk.integrations.logging import LoggingIntegration
+    # an error logged is an event (sentry-sdk 3 no longer makes one by default)
+    sentry_sdk.init(dsn=dsn, release=release or None, environment=environment,
+                    integrations=[AioHttpIntegration(), LoggingIntegration(event_level=logging.ERROR)], traces_sample_rate=0.)
     return True

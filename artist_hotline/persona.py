@@ -79,6 +79,7 @@ class Persona:
     artist_away:str="The artist can't come to the phone right now. Would you like to leave a message? Go ahead." # said when the artist cannot be rung now; a message is taken
     no_answer:str="The artist couldn't pick up. Leave a message now and it will reach them." # said when the call comes back unanswered; a message is taken
     tool_failed:str="Sorry, I couldn't do that just now." # said when a tool fails
+    refusal:str="That's not something I can talk about here. If you're going through something hard, please reach out to someone you trust or your local emergency number." # said instead of a reply when moderation flags the caller's words
     source:str='<string>' # where the persona was read from
 
     def recording(self, record_calls:bool, # the server's RECORD_CALLS, for a persona without a `record` policy
@@ -102,7 +103,7 @@ class PersonaError(ValueError):
 
 _TEXT = ('name', 'system_prompt', 'greeting', 'reprompt', 'goodbye', 'busy', 'recording_notice', 'recording_question', 'recording_stopped',
          'abuse_warning', 'abuse_goodbye', 'outbound_greeting', 'voicemail', 'message_prompt', 'message_taken', 'link_sent', 'handoff',
-         'artist_away', 'no_answer', 'tool_failed')
+         'artist_away', 'no_answer', 'tool_failed', 'refusal')
 RECORD_POLICIES = ('always', 'announce', 'ask', 'never') # what `Persona.record` may say
 TOOLS = ('take_message', 'text_link', 'talk_to_artist', 'end_call') # what a persona may do in a call (`tools.TOOL_SPECS` describes each to the model)
 KEY_ACTIONS = ('stop_recording', 'repeat', 'goodbye', 'talk_to_artist', 'take_message') # what a key of the `[keys]` menu may do: stop the recording (when `record` is ask), say the last reply again, end the call, ring the artist, take a message
@@ -259,6 +260,7 @@ handoff = "Hang on, I'll try to get the real Jason on the line."
 artist_away = "The real Jason can't come to the phone right now. Would you like to leave him a message? Go ahead."
 no_answer = "Jason couldn't pick up. Leave him a message now and he'll get it."
 tool_failed = "Sorry, that didn't work just now. Let's keep talking."
+refusal = "That's not something I can talk about on this line. If you're going through something hard, please reach out to someone you trust, or your local emergency number. I'm here for art whenever you like."
 fallback_lines = [
     "Sorry, my thoughts just smeared like wet paint. Could you say that again?",
     "Hang on, I lost the thread for a second. What were you saying?",

@@ -13,9 +13,9 @@ import numpy as np
 from .audio import ulaw_encode
 
 # %% auto #0
-__all__ = ['log', 'ProviderError', 'SpeechToText', 'LanguageModel', 'TextToSpeech', 'EchoSTT', 'CannedLLM', 'ToneTTS',
-           'TranscriptStream', 'StreamingSpeechToText', 'ScriptedStreamSTT', 'Speech', 'SpeechContext', 'VoiceSocket',
-           'StreamingTextToSpeech', 'Providers', 'timed', 'retried', 'Tasks', 'paid', 'ProviderSession']
+__all__ = ['log', 'ProviderError', 'SpeechToText', 'LanguageModel', 'TextToSpeech', 'Moderator', 'EchoSTT', 'CannedLLM',
+           'ToneTTS', 'TranscriptStream', 'StreamingSpeechToText', 'ScriptedStreamSTT', 'Speech', 'SpeechContext',
+           'VoiceSocket', 'StreamingTextToSpeech', 'Providers', 'timed', 'retried', 'Tasks', 'paid', 'ProviderSession']
 
 # %% ../nbs/05_providers.ipynb #8a48e283
 class ProviderError(Exception):
@@ -58,6 +58,14 @@ class TextToSpeech:
     async def warm(self, lines: list[str], # lines every call says (the greeting, the reprompt, the goodbye)
                   ) -> None:
         "Get ready to say `lines` at once: a voice that keeps what it said renders them now; others need not."
+
+class Moderator:
+    "Says whether a text breaks a content policy: a caller's words, a sentence of a reply."
+    name = 'moderation'
+    async def flagged(self, text: str, # what to check
+                     ) -> str:
+        "The categories `text` is flagged for, joined by ', ' ('' when it is fine)."
+        raise NotImplementedError
 
 # %% ../nbs/05_providers.ipynb #a26cb4be
 class EchoSTT(SpeechToText):
@@ -247,12 +255,14 @@ class Providers:
     stream_stt: StreamingSpeechToText | None = None # hears the words while they are spoken (None: turns are transcribed when over)
     stream_tts: StreamingTextToSpeech | None = None # speaks the reply while it is written (None: `tts`, piece by piece)
     voice_model: object | None = None # judges a pause by the caller's voice: `await judge(pcm)` is the probability the turn is over (`smartturn.SmartTurn`)
+    moderator: Moderator | None = None # checks caller words (and, with MODERATE_REPLIES, replies) against a content policy; None: the word list alone (`junk.abuse_reason`)
 
     def describe(self) -> dict:
-        "Which engine runs each stage, by name (the voice model only when there is one)."
+        "Which engine runs each stage, by name (the voice model and the moderator only when there is one)."
         return {'stt': self.stt.name, 'stream_stt': self.stream_stt.name if self.stream_stt else 'off',
                 'llm': self.llm.name, 'tts': self.tts.name, 'stream_tts': self.stream_tts.name if self.stream_tts else 'off'} | \
-               ({'voice_model': self.voice_model.name} if self.voice_model is not None else {})
+               ({'voice_model': self.voice_model.name} if self.voice_model is not None else {}) | \
+               ({'moderation': self.moderator.name} if self.moderator is not None else {})
 
 # %% ../nbs/05_providers.ipynb #90b2c5ed
 async def timed(stream: AsyncIterator, # a provider's async generator

@@ -121,6 +121,7 @@ class CallSettings(_Part):
     idle_hangup_s: float = Field(25, gt=0) # caller silence before goodbye and hang-up
     max_call_s: float = Field(600, gt=0) # a call's longest length; then goodbye
     message_end_s: float = Field(3, gt=0) # caller silence that ends a message being left (`take_message`)
+    moderate_replies: bool = False # hold each sentence of a reply until the moderator passes it (its round trip comes before the first words)
     abuse_strikes: int = Field(2, ge=0) # abusive turns (`junk.abuse_reason`) before the hotline hangs up and blocks the number; the ones before are warned (0: never)
     stt_timeout_s: float = Field(8, gt=0) # speech-to-text deadline
     stt_final_timeout_s: float = Field(2, gt=0) # a streamed turn's final transcript deadline; then its audio is transcribed
@@ -186,6 +187,8 @@ class Settings(_Part):
     stt_stream_delay: Literal['default', 'minimal', 'low', 'medium', 'high', 'xhigh'] = 'low' # how long gpt-realtime-whisper waits before it writes
     tts_streaming: bool = True # speak the reply while it is written, over ElevenLabs' WebSocket (the HTTP stream stays the fallback)
     llm_model: str = 'gpt-4o-mini' # chat model
+    moderation: bool = True # with OpenAI's model, its moderation checks each caller turn (and each reply sentence with MODERATE_REPLIES); off, or offline: the word list alone
+    moderation_model: str = 'omni-moderation-latest' # OpenAI's moderation model
     openai_tts_model: str = 'gpt-4o-mini-tts' # OpenAI speech model
     elevenlabs_api_key: str = '' # ElevenLabs key
     elevenlabs_base_url: str = ELEVENLABS_URL # ElevenLabs API

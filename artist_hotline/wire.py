@@ -13,13 +13,13 @@ import numpy as np
 from .audio import SAMPLE_RATE, wav_bytes
 from .cloud import chat_line, check_raw, error_detail
 from .persona import VoiceSettings
-from .providers import LanguageModel, ProviderError, SpeechToText, TextToSpeech
+from .providers import LanguageModel, Moderator, ProviderError, SpeechToText, TextToSpeech
 from .settings import ELEVENLABS_URL, OPENAI_URL
 from .tools import ToolCall, ToolCallReader
 
 # %% auto #0
-__all__ = ['log', 'http_failure', 'ws_open', 'read_events', 'HttpOpenAISTT', 'HttpOpenAIChat', 'HttpElevenLabsTTS',
-           'check_openai', 'check_elevenlabs']
+__all__ = ['log', 'http_failure', 'ws_open', 'read_events', 'HttpOpenAISTT', 'HttpOpenAIModeration', 'HttpOpenAIChat',
+           'HttpElevenLabsTTS', 'check_openai', 'check_elevenlabs']
 
 # %% ../nbs/05c_wire.ipynb #cd8c7ef3
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError)
@@ -127,6 +127,23 @@ class HttpOpenAISTT(_HttpAdapter, SpeechToText):
             if not isinstance(text, str): raise TypeError(f'text is {type(text).__name__}')
         except _ERRORS as e: raise http_failure(self.name, e) from e
         return text.strip()
+
+# %% ../nbs/05c_wire.ipynb #a5c6f3f5
+class HttpOpenAIModeration(_HttpAdapter, Moderator):
+    "OpenAI's moderation of one text, with a plain aiohttp request."
+    def __init__(self, model: str = 'omni-moderation-latest', # the moderation model
+                 api_key: str | None = None, # key (settings: `OPENAI_API_KEY`)
+                 base_url: str = OPENAI_URL, # API base URL (settings: `OPENAI_BASE_URL`)
+                 timeout: float = 5., # seconds allowed to connect and to read
+                ):
+        self.model, name = model, f'openai:{model}'
+        self._setup(name, base_url, {'Authorization': f'Bearer {_key(api_key, name)}'}, timeout)
+
+    async def flagged(self, text: str) -> str:
+        try:
+            async with self._post('/moderations', json={'model': self.model, 'input': text}) as resp: r = (await resp.json())['results'][0]
+            return ', '.join(k for k, v in r['categories'].items() if v) or 'flagged' if r['flagged'] else ''
+        except _ERRORS + (IndexError, AttributeError) as e: raise http_failure(self.name, e) from e
 
 # %% ../nbs/05c_wire.ipynb #bb728e74
 class HttpOpenAIChat(_HttpAdapter, LanguageModel):

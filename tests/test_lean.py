@@ -52,7 +52,8 @@ def test_serve_runs_the_cloud_path_without_the_extras(tmp_path):
     try:
         health = wait_health(port, proc)
         assert health['providers'] == {'stt': 'openai:gpt-4o-mini-transcribe', 'stream_stt': 'openai-realtime:gpt-realtime-whisper',
-                                       'llm': 'openai:gpt-4o-mini', 'tts': 'elevenlabs:eleven_flash_v2_5', 'stream_tts': 'elevenlabs-ws:eleven_flash_v2_5'}
+                                       'llm': 'openai:gpt-4o-mini', 'tts': 'elevenlabs:eleven_flash_v2_5', 'stream_tts': 'elevenlabs-ws:eleven_flash_v2_5',
+                                       'moderation': 'openai:omni-moderation-latest'}
         assert health['problems'] and all('unreachable' in p for p in health['problems'])  # only the providers nobody runs here
     finally:
         proc.terminate(); proc.wait(30)

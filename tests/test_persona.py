@@ -46,7 +46,7 @@ def test_default_lines_are_speakable(jason):
 
 def test_script_keywords_are_clean(jason):
     for r in jason.script:
-        assert r.keywords and r.reply
+        assert r.keywords and (r.reply or r.tool)
         assert all(k == k.lower().strip() and k for k in r.keywords)
 
 
