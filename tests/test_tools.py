@@ -61,7 +61,7 @@ async def test_can_i_talk_to_jason_moves_the_call_and_comes_back_to_take_a_messa
     assert first.ended_by == 'server'  # the hotline let go of the stream: Twilio dials now
     moved = [m for m in rest[TWILIO_SENT] if m['kind'] == 'call' and 'Twiml' in m]
     assert len(moved) == 1 and f'timeout="20">{ARTIST}</Dial>' in moved[0]['Twiml'] and moved[0]['CallSid'] == first.call_sid
-    for _ in range(500):  # the fake artist's phone rings, then the dial's action is asked what next
+    for _ in range(1500):  # the fake artist's phone rings, then the dial's action is asked what next
         if (done := rest[TWILIO_DIALED].get(first.call_sid)) is not None and done.done(): break
         await asyncio.sleep(0.02)
     twiml = rest[TWILIO_DIALED][first.call_sid].result()
