@@ -17,8 +17,11 @@ $(VENV)/.installed: settings.ini setup.py Makefile
 demo: $(VENV)/.installed
 	$(BIN)/artist-hotline demo --out out/demo
 
-# Everything CI checks: notebooks clean and in sync with the package, notebook tests, pytest.
-test: $(VENV)/.installed sync nbtest pytest
+# Everything CI checks: notebooks clean and in sync with the package, then the notebook tests and pytest side by side
+# (most of pytest waits on calls played in real time, while the notebooks keep the CPU busy); each one's output is
+# printed whole when it is done.
+test: $(VENV)/.installed sync
+	$(MAKE) --no-print-directory -j2 --output-sync=target nbtest pytest
 
 sync: $(VENV)/.installed
 	$(BIN)/python .ci/check_sync.py
