@@ -4,7 +4,8 @@
 
 # %% ../nbs/06c_answers.ipynb #a0c1e003
 from __future__ import annotations
-import asyncio, inspect, logging, re
+import asyncio, inspect, logging
+from functools import partial
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -166,7 +167,9 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
             await self._speak(ans, once(line))
         else:
             check = self.tasks.spawn(self._check(rec, rec.caller_text, 'input')) if self.moderator is not None else None  # alongside the model
-            await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}], ans.over, check))
+            replies = partial(self._check, rec, what='reply') if self.moderator is not None and self.settings.moderate_replies else None
+            await self._speak(ans, self._thoughts(rec, self.memory.messages() + [{'role': 'user', 'content': rec.caller_text}], ans.over, check),
+                              replies)
         await self._admit(ans)
     except asyncio.CancelledError:
         if not ans.over.is_set():  # dropped before its turn was over: nothing was said or remembered
@@ -186,7 +189,6 @@ async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict],
     s, usage, said = self.settings, {}, ''
     if self._grams is None: self._grams = prompt_grams(self.memory.persona.system_prompt)
     kw = {'tools': self.tools} if self.tools else {}
-    held = [] if self.moderator is not None and s.moderate_replies else None  # the sentence being written, until moderation passes it
     try:
         async for tok in retried(lambda: self.llm.reply(messages, usage, **kw), s.llm_timeout_s, s.llm_gap_timeout_s, 'llm', self.record.event):
             if rec.first_token is None: rec.first_token = self.clock()
@@ -205,17 +207,8 @@ async def _thoughts(self: Bot, rec: TurnRecord, messages: list[dict],
             if (why := abuse_reason(said[-200:])):  # the model was led into insulting or threatening: never spoken
                 self.record.event('reply_flagged', turn=rec.index, why=why)
                 raise ProviderError(f'{self.llm.name}: the reply was flagged ({why}); not spoken')
-            if held is None: yield tok
-            else:
-                held.append(tok)
-                if _SENTENCE_END.search(tok):
-                    for t in await self._passed(rec, held): yield t
-                    held = []
-        if held:
-            for t in await self._passed(rec, held): yield t
+            yield tok
     finally: rec.prompt_tokens, rec.completion_tokens = usage.get('prompt_tokens', 0), usage.get('completion_tokens', 0)
-
-_SENTENCE_END = re.compile(r'[.!?…]["\')\]]*\s*$')
 
 @patch
 async def _check(self: Bot, rec: TurnRecord, text: str, what: str) -> str:
@@ -228,15 +221,11 @@ async def _check(self: Bot, rec: TurnRecord, text: str, what: str) -> str:
     return why
 
 @patch
-async def _passed(self: Bot, rec: TurnRecord, held: list[str]) -> list[str]:
-    "A sentence of the reply, once moderation has passed it (`moderate_replies`); a flagged one is never spoken."
-    if (why := await self._check(rec, ''.join(held), 'reply')): raise ProviderError(f'{self.moderator.name}: the reply was flagged ({why}); not spoken')
-    return held
-
-@patch
-async def _speak(self: Bot, ans: Answer, text: AsyncIterator[str]) -> None:
-    "Say what `text` yields as it is written, or a fallback line if a provider fails."
-    rec, reply = ans.rec, self.voice.reply(text)
+async def _speak(self: Bot, ans: Answer, text: AsyncIterator[str],
+                 check: Callable[[str], Awaitable[str]] | None = None, # moderation of each clause (`moderate_replies`)
+                ) -> None:
+    "Say what `text` yields as it is written, or a fallback line if a provider fails (or moderation flags a clause)."
+    rec, reply = ans.rec, self.voice.reply(text, check)
     try:
         await self._play(ans, reply)
         rec.outcome = 'replied'

@@ -4,8 +4,8 @@
 
 # %% ../nbs/05h_voice.ipynb #5145ba9c
 from __future__ import annotations
-import asyncio, itertools
-from typing import AsyncIterator, Callable
+import asyncio, itertools, re
+from typing import AsyncIterator, Awaitable, Callable
 
 from .providers import (ProviderError, ProviderSession, Speech, SpeechContext, StreamingTextToSpeech, TextToSpeech,
                                       VoiceSocket, retried, timed)
@@ -13,7 +13,7 @@ from .sentences import SentenceSplitter, WordFeed, clean_for_speech
 from .settings import CallSettings
 
 # %% auto #0
-__all__ = ['once', 'VoiceSession', 'SpokenReply', 'line_pieces']
+__all__ = ['once', 'VoiceSession', 'Flagged', 'SpokenReply', 'line_pieces']
 
 # %% ../nbs/05h_voice.ipynb #a93f5e6b
 async def once(text: str, # a fixed line
@@ -46,9 +46,10 @@ class VoiceSession(ProviderSession):
     async def connect(self) -> VoiceSocket: return await self.streaming.open()
 
     def reply(self, text: AsyncIterator[str], # the reply, as it is written
+              check: Callable[[str], Awaitable[str]] | None = None, # moderation of each clause: its text -> why it is flagged ('' passed)
              ) -> SpokenReply:
-        "A reply, spoken as it is written."
-        return SpokenReply(self, text)
+        "A reply, spoken as it is written (with `check`, each clause heard only once moderation has passed it)."
+        return SpokenReply(self, text, check=check)
 
     def fallback(self) -> SpokenReply:
         "The next of the persona's fallback lines, from its pre-rendered audio when there is some."
@@ -56,18 +57,26 @@ class VoiceSession(ProviderSession):
         return SpokenReply(self, once(line), self._fallback_audio.get(line), socket=False)
 
 # %% ../nbs/05h_voice.ipynb #028b9ae7
+class Flagged(ProviderError):
+    "Moderation flagged a clause of the reply: none of it is spoken from there."
+
+_CLAUSE_END = re.compile(r'[.!?…,;:]["\')\]]*\s*$')
+
 class SpokenReply:
     "One reply spoken as it is written: `Speech` out, on the call's socket or piece by piece."
     def __init__(self, voice: VoiceSession, # the call's voice
                  text: AsyncIterator[str], # the reply, as it is written
                  audio: bytes | None = None, # the reply's speech, made already (a pre-rendered line)
                  socket: bool = True, # may it be spoken on the socket?
+                 check: Callable[[str], Awaitable[str]] | None = None, # moderation of each clause (its speech waits for it); None: none
                 ):
-        self.voice, self._text, self._audio, self._socket = voice, text, audio, socket
+        self.voice, self._text, self._audio, self._socket, self._check = voice, text, audio, socket, check
         self.text = '' # what has been written so far
         self.engine = voice.tts.name # the voice that spoke it (the socket's, once it does)
         self.first_piece: float | None = None # when its first piece went to a voice, on the call's clock
         self.voiced = 0 # words the socket has spoken
+        self._checks: list[tuple[int, asyncio.Task]] = [] # (the reply's words up to a clause's end, that clause's moderation)
+        self._written, self._more = False, asyncio.Event() # the whole reply is written; a clause (or the end) was
 
     def __aiter__(self) -> AsyncIterator[Speech]: return self._speech()
 
@@ -87,12 +96,14 @@ class SpokenReply:
             if ctx is not None:
                 try:
                     async for sp in timed(aiter(ctx), st.llm_timeout_s + st.tts_timeout_s, st.tts_gap_timeout_s, 'tts_stream'):
+                        await self._cleared(self.voiced + len(sp.words) + 1)  # the words ending here, and the one begun
                         self.voiced += len(sp.words)
                         yield sp
                     await writer  # the model's failure, if it failed
                     yield Speech(b'', [('', 0)], flush=True)  # the reply's end: what is left of its last frame, padded
                     return
                 except ProviderError as e:
+                    if isinstance(e, Flagged): raise
                     if writer.done() and not writer.cancelled() and writer.exception(): raise writer.exception() from None
                     v.report('provider_error', stage='tts_stream', attempt=1, error=str(e)[:300])
                     v.replace_broken()
@@ -102,25 +113,35 @@ class SpokenReply:
                         await writer
                         pieces = asyncio.Queue()
                         for piece in _split(' '.join(clean_for_speech(self.text).split()[self.voiced:]), st) + [None]: pieces.put_nowait(piece)
+            spoken = self.voiced
             while (piece := await pieces.get()) is not None:
                 if self.first_piece is None: self.first_piece = v.clock()
-                async for chunk in retried(lambda: v.tts.speak(piece), st.tts_timeout_s, st.tts_gap_timeout_s, 'tts', v.report): yield Speech(chunk)
+                spoken += len(piece.split())
+                async for chunk in retried(lambda: v.tts.speak(piece), st.tts_timeout_s, st.tts_gap_timeout_s, 'tts', v.report):
+                    await self._cleared(spoken)  # the piece's speech was asked for already: moderation and voice run side by side
+                    yield Speech(chunk)
                 yield Speech(b'', [(piece, 0)], flush=True)
             await writer
         finally:
             writer.cancel()
+            for _, check in self._checks: check.cancel()
             if ctx is not None: ctx.cancel()  # a barge-in, or a failure: the rest of this reply is not wanted
 
     async def _write(self, ctx: SpeechContext | None, pieces: asyncio.Queue) -> None:
         "Take the reply's text as it is written: its words to the socket, its pieces to the queue (None at the end)."
         st, feed = self.voice.settings, WordFeed(self.voice.settings.tts_first_words)
         split = SentenceSplitter() if st.split_sentences else None
+        clause = ''  # written since the last clause moderated
         try:
             async for t in self._text:
                 self.text += t
+                if self._check is not None:
+                    clause += t
+                    if _CLAUSE_END.search(t): clause = self._moderate(clause)
                 if ctx is not None: self._send(ctx, feed.push(t))
                 if split is not None:
                     for piece in split.push(t): pieces.put_nowait(piece)
+            if self._check is not None and clause.strip(): self._moderate(clause)
             for piece in (split.flush() if split is not None else _split(self.text, st)): pieces.put_nowait(piece)
             if ctx is not None:
                 self._send(ctx, feed.flush())
@@ -128,7 +149,26 @@ class SpokenReply:
         except BaseException:
             if ctx is not None: ctx.cancel()  # the socket's speech stops; the error is raised where the reply is read
             raise
-        finally: pieces.put_nowait(None)
+        finally:
+            self._written = True; self._more.set()
+            pieces.put_nowait(None)
+
+    def _moderate(self, clause: str) -> str:
+        "Start the moderation of a clause just written (it covers the reply's words so far); '' for the next clause."
+        self._checks.append((len(clean_for_speech(self.text).split()), asyncio.create_task(self._check(clause))))
+        self._more.set()
+        return ''
+
+    async def _cleared(self, upto: int, # the reply's words about to be heard
+                      ) -> None:
+        "Wait until moderation has passed the reply's words up to `upto` (`Flagged` if it flags them); at once without moderation."
+        if self._check is None: return
+        while not (self._written or (self._checks and self._checks[-1][0] >= upto)):
+            self._more.clear()
+            await self._more.wait()
+        for end, check in self._checks:
+            if (why := await check): raise Flagged(f'moderation: the reply was flagged ({why}); not spoken')
+            if end >= upto: return
 
     def _send(self, ctx: SpeechContext, sends: list) -> None:
         for words, flush in sends:
