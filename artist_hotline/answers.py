@@ -56,7 +56,7 @@ class Bot:
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
                  said: Callable[[str], Callable[[], str | None | Awaitable] | None] = lambda words: None, # told each turn's words; what it returns is done once the turn is over, and the line it gives said instead of a reply (None: nothing said)
                  tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
-                 moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each sentence of the reply)
+                 moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each clause of the reply)
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
         self.said, self.tool, self.moderator = said, tool, moderator

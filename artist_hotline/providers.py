@@ -255,7 +255,7 @@ class Providers:
     stream_stt: StreamingSpeechToText | None = None # hears the words while they are spoken (None: turns are transcribed when over)
     stream_tts: StreamingTextToSpeech | None = None # speaks the reply while it is written (None: `tts`, piece by piece)
     voice_model: object | None = None # judges a pause by the caller's voice: `await judge(pcm)` is the probability the turn is over (`smartturn.SmartTurn`)
-    moderator: Moderator | None = None # checks caller words (and, with MODERATE_REPLIES, replies) against a content policy; None: the word list alone (`junk.abuse_reason`)
+    moderator: Moderator | None = None # checks caller words and the clauses of replies (MODERATE_REPLIES) against a content policy; None: the word list alone (`junk.abuse_reason`)
 
     def describe(self) -> dict:
         "Which engine runs each stage, by name (the voice model and the moderator only when there is one)."

@@ -121,7 +121,7 @@ class CallSettings(_Part):
     idle_hangup_s: float = Field(25, gt=0) # caller silence before goodbye and hang-up
     max_call_s: float = Field(600, gt=0) # a call's longest length; then goodbye
     message_end_s: float = Field(3, gt=0) # caller silence that ends a message being left (`take_message`)
-    moderate_replies: bool = False # hold each sentence of a reply until the moderator passes it (its round trip comes before the first words)
+    moderate_replies: bool = True # with a moderator, each clause of a reply is heard only once it passes (checked while the voice speaks it)
     abuse_strikes: int = Field(2, ge=0) # abusive turns (`junk.abuse_reason`) before the hotline hangs up and blocks the number; the ones before are warned (0: never)
     stt_timeout_s: float = Field(8, gt=0) # speech-to-text deadline
     stt_final_timeout_s: float = Field(2, gt=0) # a streamed turn's final transcript deadline; then its audio is transcribed

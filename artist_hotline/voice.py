@@ -138,6 +138,8 @@ class SpokenReply:
                 if self._check is not None:
                     clause += t
                     if _CLAUSE_END.search(t): clause = self._moderate(clause)
+                    elif not self._checks and len(w := clause.split()) > st.tts_first_words:  # the first words alone, as the voice starts on them
+                        clause = self._moderate(' '.join(w[:-1]), len(clean_for_speech(self.text).split()) - 1) + w[-1]
                 if ctx is not None: self._send(ctx, feed.push(t))
                 if split is not None:
                     for piece in split.push(t): pieces.put_nowait(piece)
@@ -153,9 +155,12 @@ class SpokenReply:
             self._written = True; self._more.set()
             pieces.put_nowait(None)
 
-    def _moderate(self, clause: str) -> str:
-        "Start the moderation of a clause just written (it covers the reply's words so far); '' for the next clause."
-        self._checks.append((len(clean_for_speech(self.text).split()), asyncio.create_task(self._check(clause))))
+    def _moderate(self, clause: str, # a clause just written
+                  upto: int | None = None, # the reply's words it ends at (None: all written so far)
+                 ) -> str:
+        "Start the moderation of a clause; '' for the next clause."
+        upto = len(clean_for_speech(self.text).split()) if upto is None else upto
+        self._checks.append((upto, asyncio.create_task(self._check(clause))))
         self._more.set()
         return ''
 

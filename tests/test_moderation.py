@@ -1,4 +1,4 @@
-"Moderation on the cloud path, through the running server and the fake cloud's /v1/moderations: flagged caller words get the persona's refusal; with MODERATE_REPLIES a flagged sentence of a reply is never spoken."
+"Moderation on the cloud path, through the running server and the fake cloud's /v1/moderations: flagged caller words get the persona's refusal; a flagged clause of a reply is never spoken (MODERATE_REPLIES, on by default)."
 from artist_hotline.fakecloud import Engines, default_engines, running_fake_cloud
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
@@ -41,10 +41,10 @@ async def test_a_fine_turn_is_answered_by_the_model(aiohttp_server, tmp_path):
 
 
 async def test_a_flagged_reply_sentence_is_never_spoken(aiohttp_server, tmp_path):
-    "MODERATE_REPLIES: the second sentence is flagged (the word list lets it by): it is never spoken, and the fallback is."
+    "The second sentence is flagged (the word list lets it by): it is never spoken, and the fallback is."
     eng = default_engines(ear='known')
     async with running_fake_cloud('instant', engines=Engines(eng.stt, CannedLLM('I paint outdoors. I paint people naked in the rain.'), eng.synth)) as cloud:
-        call = await a_call(aiohttp_server, tmp_path, cloud, 'what do you paint', moderate_replies=True)
+        call = await a_call(aiohttp_server, tmp_path, cloud, 'what do you paint')
     (reply,) = [t for t in call['turns'] if t['kind'] == 'reply']
     assert reply['outcome'] == 'fallback' and 'naked' not in reply['heard_text'] and JASON.fallback_lines[0] in reply['heard_text'], reply
     assert [e['detail']['why'] for e in call['events'] if e['kind'] == 'reply_flagged'] == ['sexual']
