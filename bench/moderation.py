@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blackbox import code_version  # noqa: E402  (the sibling bench module)
+from blackbox import code_version, pct  # noqa: E402  (the sibling bench module)
 
 from artist_hotline.fakecloud import default_engines, running_fake_cloud
 from artist_hotline.server import create_app
@@ -31,12 +31,6 @@ from artist_hotline.simulate import Step, simulate_call
 ROOT = Path(__file__).resolve().parent.parent
 LINES = sorted((ROOT / 'recordings/caller').glob('*.wav'))
 GOAL_MS = 50
-
-
-def pct(xs: list, q: float) -> float:
-    "Nearest-rank percentile."
-    xs = sorted(xs)
-    return xs[max(0, min(len(xs) - 1, round(q * len(xs) + 0.5) - 1))]
 
 
 async def one_call(cloud, moderate: bool, work: Path) -> list:
@@ -58,9 +52,8 @@ async def run(rounds: int) -> dict:
                     got[name] += await one_call(cloud, name == 'on', Path(d))
                     print(f'round {r + 1}, moderation of replies {name}: {got[name][-len(LINES):]}', flush=True)
             checks = cloud.journal.count('moderation')
-    fig = lambda xs: dict(turns=len(xs), unanswered=sum(x is None for x in xs),
-                          p50_ms=round(pct([x for x in xs if x is not None], .5) * 1000), p90_ms=round(pct([x for x in xs if x is not None], .9) * 1000),
-                          mean_ms=round(statistics.mean(x for x in xs if x is not None) * 1000))
+    fig = lambda xs: dict(turns=len(xs), unanswered=sum(x is None for x in xs), p50_ms=round(pct(xs, 50) * 1000), p90_ms=round(pct(xs, 90) * 1000),
+                          mean_ms=round(statistics.mean(x for x in xs if x is not None) * 1000))  # an unanswered turn counts as never heard
     return {'off': fig(got['off']), 'on': fig(got['on']), 'moderation_requests': checks, 'raw_s': got}
 
 
