@@ -26,11 +26,11 @@ async def a_call(aiohttp_server, tmp_path, cloud, said: str, **call):
 async def test_flagged_caller_words_get_the_refusal(aiohttp_server, tmp_path):
     async with running_fake_cloud('instant', engines=default_engines(ear='known')) as cloud:
         call = await a_call(aiohttp_server, tmp_path, cloud, 'some days i want to hurt myself')
-        checked = cloud.journal.last('moderation')
+        checked = [e for e in cloud.journal['moderation'] if e['input'] == ['some days i want to hurt myself']]  # the reply's clauses are checked too
     (reply,) = [t for t in call['turns'] if t['kind'] == 'reply']
     assert reply['reply_text'] == JASON.refusal, reply
     assert [e['detail'] for e in call['events'] if e['kind'] == 'input_flagged'] == [{'turn': reply['idx'], 'why': 'self-harm', 'by': 'openai:omni-moderation-latest'}]
-    assert checked['input'] == ['some days i want to hurt myself'] and checked['flagged'] == [True]
+    assert [e['flagged'] for e in checked] == [[True]]
 
 
 async def test_a_fine_turn_is_answered_by_the_model(aiohttp_server, tmp_path):
