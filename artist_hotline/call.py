@@ -369,7 +369,7 @@ async def _handoff(self: Call, line: str) -> None:
     "Once the handoff line is heard, move the call to the artist; if that fails, say so and take a message."
     await self._until(lambda: any(t.reply_text.endswith(line) for t in self.turns))
     self.record.end_reason = HANDED_OFF  # nothing more is said meanwhile
-    back = {'turn': self.record.number(), 'start': f'{time.time() - self.clock():.3f}'}  # where a second stream would carry on
+    back = {'caller': self.record.caller, 'turn': self.record.number(), 'start': f'{time.time() - self.clock():.3f}'}  # where a second stream would carry on
     try: await self.actions.transfer(self.sid, back)
     except ToolError as e:
         self.record.end_reason = ''

@@ -4,8 +4,9 @@
 
 # %% ../nbs/12c_notify.ipynb #118f2ef4
 from __future__ import annotations
-import asyncio, base64, hmac, secrets
+import asyncio, base64, contextlib, hmac, secrets
 from datetime import datetime, timezone
+from typing import AsyncIterator
 from email.message import EmailMessage
 from xml.etree import ElementTree
 
@@ -17,8 +18,8 @@ from twilio.rest import Client
 
 # %% auto #0
 __all__ = ['TWILIO_AUTH', 'TWILIO_SENT', 'TWILIO_ARTIST', 'TWILIO_DIALED', 'sms_body', 'twilio_error', 'twilio_authorised',
-           'twilio_date', 'fake_twilio_api', 'NotifyError', 'send_sms', 'send_call_summary_sms', 'email_message',
-           'send_email']
+           'twilio_date', 'fake_twilio_api', 'NotifyError', 'twilio_client', 'send_sms', 'send_call_summary_sms',
+           'email_message', 'send_email']
 
 # %% ../nbs/12c_notify.ipynb #97953d11
 def sms_body(caller: str, # the caller's number
@@ -110,6 +111,18 @@ def fake_twilio_api(account_sid: str, # the account it accepts
 class NotifyError(RuntimeError):
     "A notification could not be sent."
 
+@contextlib.asynccontextmanager
+async def twilio_client(account_sid: str, # TWILIO_ACCOUNT_SID
+                        auth_token: str, # TWILIO_AUTH_TOKEN
+                        api_base: str | None = None, # instead of https://api.twilio.com (tests)
+                        timeout_s: float = 10, # its HTTP timeout
+                       ) -> AsyncIterator[Client]:
+    "Twilio's REST client on its aiohttp transport, closed after use."
+    client = Client(account_sid, auth_token, http_client=AsyncTwilioHttpClient(timeout=timeout_s))
+    if api_base: client.api.base_url = api_base.rstrip('/')
+    try: yield client
+    finally: await client.http_client.close()
+
 async def send_sms(account_sid: str, # TWILIO_ACCOUNT_SID
                    auth_token: str, # TWILIO_AUTH_TOKEN
                    to: str, # who gets the text
@@ -120,16 +133,13 @@ async def send_sms(account_sid: str, # TWILIO_ACCOUNT_SID
                   ) -> str:
     "Send a text message; returns its sid, raises `NotifyError` when it was not accepted."
     if not (account_sid and auth_token and to and from_): raise NotifyError('SMS not sent: the account sid, auth token, To and From are all needed')
-    client = Client(account_sid, auth_token, http_client=AsyncTwilioHttpClient(timeout=timeout_s))
-    if api_base: client.api.base_url = api_base.rstrip('/')
     try:
-        msg = await asyncio.wait_for(client.messages.create_async(to=to, from_=from_, body=body), timeout_s + 1)
-        return msg.sid
+        async with twilio_client(account_sid, auth_token, api_base, timeout_s) as client:
+            return (await asyncio.wait_for(client.messages.create_async(to=to, from_=from_, body=body), timeout_s + 1)).sid
     except TwilioRestException as e:
         raise NotifyError(f'SMS to {to} refused by Twilio: HTTP {e.status}, error {e.code}: {e.msg}') from None
     except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         raise NotifyError(f'SMS to {to} not sent: {type(e).__name__}: {e}') from None
-    finally: await client.http_client.close()
 
 async def send_call_summary_sms(account_sid: str, # TWILIO_ACCOUNT_SID
                                 auth_token: str, # TWILIO_AUTH_TOKEN

@@ -10,10 +10,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from aiohttp import web
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client
 
-from .notify import TWILIO_AUTH, TWILIO_SENT, twilio_authorised, twilio_error, twilio_date
+from .notify import TWILIO_AUTH, TWILIO_SENT, twilio_authorised, twilio_client, twilio_error, twilio_date
 
 # %% auto #0
 __all__ = ['E164', 'TWILIO_CALLS', 'OutboundError', 'outbound_url', 'place_call', 'ring_hotline']
@@ -46,19 +44,17 @@ async def place_call(account_sid: str, # TWILIO_ACCOUNT_SID
                               ('PUBLIC_URL', public_url)) if not v]
     if missing: raise OutboundError(f'an outbound call needs {", ".join(missing)}', 503)
     if not E164.fullmatch(to or ''): raise OutboundError(f'{to!r} is not a phone number in E.164 form, e.g. +15551230001', 400)
-    client = Client(account_sid, auth_token, http_client=AsyncTwilioHttpClient(timeout=timeout_s))
-    if api_base: client.api.base_url = api_base.rstrip('/')
     base = public_url.rstrip('/')
     try:
-        call = await asyncio.wait_for(client.calls.create_async(
-            to=to, from_=from_, url=outbound_url(base, persona), method='POST', machine_detection='Enable',
-            status_callback=f'{base}/call-status', status_callback_method='POST',
-            status_callback_event=['initiated', 'ringing', 'answered', 'completed']), timeout_s + 1)
+        async with twilio_client(account_sid, auth_token, api_base, timeout_s) as client:
+            call = await asyncio.wait_for(client.calls.create_async(
+                to=to, from_=from_, url=outbound_url(base, persona), method='POST', machine_detection='Enable',
+                status_callback=f'{base}/call-status', status_callback_method='POST',
+                status_callback_event=['initiated', 'ringing', 'answered', 'completed']), timeout_s + 1)
         return call.sid
     except TwilioRestException as e: raise OutboundError(f'Twilio refused the call to {to}: HTTP {e.status}, error {e.code}: {e.msg}') from None
     except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         raise OutboundError(f'the call to {to} was not placed: {type(e).__name__}: {e}') from None
-    finally: await client.http_client.close()
 
 # %% ../nbs/16_outbound.ipynb #a6c17087
 TWILIO_CALLS = web.AppKey('twilio_calls', dict) # call sid -> what the fake did: params, status, twiml, result

@@ -365,13 +365,11 @@ def _hangup(app: web.Application, call_sid: str, ws: web.WebSocketResponse):
     s = app[SETTINGS]
     async def hangup():
         if s.twilio_account_sid and s.twilio_auth_token:
-            from twilio.http.async_http_client import AsyncTwilioHttpClient
-            from twilio.rest import Client
-            client = Client(s.twilio_account_sid, s.twilio_auth_token, http_client=AsyncTwilioHttpClient())
-            client.api.base_url = s.twilio_api_base
-            try: await client.calls(call_sid).update_async(status='completed')
+            from artist_hotline.notify import twilio_client
+            try:
+                async with twilio_client(s.twilio_account_sid, s.twilio_auth_token, s.twilio_api_base) as client:
+                    await client.calls(call_sid).update_async(status='completed')
             except Exception as e: log.warning('REST hang-up of %s failed (%s); closing the stream', call_sid, e)
-            finally: await client.http_client.close()
         await ws.close(code=WSCloseCode.OK, message=b'goodbye')
     return hangup
 
@@ -489,7 +487,7 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                 call = Call(m, providers, persona, ws.send_str, _hangup(app, m.call_sid, ws), s.call,
                             sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
                             record=record, notice=notice, opt_out=opt_out, taking=back,
-                            actions=HotlineActions(s, public_base(request, s), m.custom_parameters.get('persona', ''), caller),
+                            actions=HotlineActions(s, public_base(request, s), m.custom_parameters.get('persona', '')),
                             **_resumed(m))
                 call.record.event('setup', **call_setup(s, providers))  # what this call ran with: the report splits calls by it
                 app[CALLS][m.call_sid], app[STATS]['calls'] = call, app[STATS]['calls'] + 1

@@ -93,7 +93,7 @@ class Actions:
         return []
 
     async def transfer(self, sid: str, # the live call
-                       back: dict, # where the call carries on if the artist does not answer (`turn`, `start`), for `/handoff`
+                       back: dict, # where the call carries on if the artist does not answer (`caller`, `turn`, `start`), for `/handoff`
                       ) -> None:
         "Move the live call to the artist's phone."
         raise ToolError('no artist to put through to: set ARTIST_PHONE and the Twilio credentials')
@@ -125,9 +125,8 @@ class HotlineActions(Actions):
     def __init__(self, settings: Settings, # the server's settings
                  base_url: str, # where Twilio reaches this server (for the handoff's `/handoff`)
                  line: str = '', # the persona's line (the `persona` of the stream), to come back to
-                 caller: str = '', # the caller's number, likewise
                 ):
-        self.settings, self.base_url, self.line, self.caller = settings, base_url.rstrip('/'), line, caller
+        self.settings, self.base_url, self.line = settings, base_url.rstrip('/'), line
 
     @property
     def _rest(self) -> bool: return bool(self.settings.twilio_account_sid and self.settings.twilio_auth_token)
@@ -159,13 +158,11 @@ class HotlineActions(Actions):
         return sent
 
     async def transfer(self, sid, back):
+        from artist_hotline.notify import twilio_client
         s = self.settings
         if not self.can_transfer: await super().transfer(sid, back)
-        from twilio.http.async_http_client import AsyncTwilioHttpClient
-        from twilio.rest import Client
-        client = Client(s.twilio_account_sid, s.twilio_auth_token, http_client=AsyncTwilioHttpClient())
-        client.api.base_url = s.twilio_api_base
-        action = f'{self.base_url}/handoff?' + urlencode({'persona': self.line, 'caller': self.caller} | back)
-        try: await client.calls(sid).update_async(twiml=handoff_twiml(s.artist_phone, s.handoff_timeout_s, action))
+        action = f'{self.base_url}/handoff?' + urlencode({'persona': self.line} | back)
+        try:
+            async with twilio_client(s.twilio_account_sid, s.twilio_auth_token, s.twilio_api_base) as client:
+                await client.calls(sid).update_async(twiml=handoff_twiml(s.artist_phone, s.handoff_timeout_s, action))
         except Exception as e: raise ToolError(f'the call could not be moved to the artist: {e}') from None
-        finally: await client.http_client.close()

@@ -137,9 +137,9 @@ class SpokenReply:
                 self.text += t
                 if self._check is not None:
                     clause += t
-                    if _CLAUSE_END.search(t): clause = self._moderate(clause)
+                    if _CLAUSE_END.search(t): self._moderate(clause); clause = ''
                     elif not self._checks and len(w := clause.split()) > st.tts_first_words:  # the first words alone, as the voice starts on them
-                        clause = self._moderate(' '.join(w[:-1]), len(clean_for_speech(self.text).split()) - 1) + w[-1]
+                        self._moderate(' '.join(w[:-1]), len(clean_for_speech(self.text).split()) - 1); clause = w[-1]
                 if ctx is not None: self._send(ctx, feed.push(t))
                 if split is not None:
                     for piece in split.push(t): pieces.put_nowait(piece)
@@ -157,12 +157,11 @@ class SpokenReply:
 
     def _moderate(self, clause: str, # a clause just written
                   upto: int | None = None, # the reply's words it ends at (None: all written so far)
-                 ) -> str:
-        "Start the moderation of a clause; '' for the next clause."
+                 ) -> None:
+        "Start the moderation of a clause."
         upto = len(clean_for_speech(self.text).split()) if upto is None else upto
         self._checks.append((upto, asyncio.create_task(self._check(clause))))
         self._more.set()
-        return ''
 
     async def _cleared(self, upto: int, # the reply's words about to be heard
                       ) -> None:
