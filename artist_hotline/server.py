@@ -483,10 +483,10 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                 CALL_SID.set(m.call_sid)  # on every log line of this call, from this task and those it starts
                 persona, providers = _line(app, m)
                 record, notice, opt_out = persona.recording(s.record_calls)  # the persona's policy, or RECORD_CALLS
-                if (back := _returned(m)): record, notice = False, None  # the first stream kept the recording; this one only takes a message
+                if (returned := _returned(m)): record, notice = False, None  # the first stream kept the recording; this one only takes a message
                 call = Call(m, providers, persona, ws.send_str, _hangup(app, m.call_sid, ws), s.call,
                             sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
-                            record=record, notice=notice, opt_out=opt_out, taking=back,
+                            record=record, notice=notice, opt_out=opt_out, taking=returned,
                             actions=HotlineActions(s, public_base(request, s), m.custom_parameters.get('persona', '')),
                             **_resumed(m))
                 call.record.event('setup', **call_setup(s, providers))  # what this call ran with: the report splits calls by it
