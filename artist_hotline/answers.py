@@ -54,7 +54,7 @@ class Bot:
                  tasks: Tasks, # the call's tasks: the answers run among them
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
-                 said: Callable[[str], Callable[[], str | None | Awaitable] | None] = lambda words: None, # told each turn's words; what it returns is done once the turn is over, and the line it gives said instead of a reply (None: nothing said)
+                 said: Callable[[str, int], Callable[[], str | None | Awaitable] | None] = lambda words, turn: None, # told each turn's words and number; what it returns is done once the turn is over, and the line it gives said instead of a reply (None: nothing said)
                  tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
                  moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each clause of the reply)
                 ):
@@ -156,7 +156,7 @@ async def _answering(self: Bot, ans: Answer, words: Heard | asyncio.Task) -> Non
             await ans.over.wait()
             rec.outcome, rec.error = 'junk', why
             return self.record.turn(rec)
-        if (act := self.said(rec.caller_text)) is not None:
+        if (act := self.said(rec.caller_text, rec.index)) is not None:
             await ans.over.wait()  # an answer dropped before its turn is over (the caller went on) does nothing
             line = act()
             if inspect.isawaitable(line): line = await line
@@ -331,16 +331,19 @@ def barge_in(self: Bot, why: str, # why the call decided the caller interrupts
 @patch
 def take_back(self: Bot, start: float, # when the caller started speaking again
               turn: int | None, # the turn that may go on (the turn-taker's `rejoinable`)
+              within_s: float | None = None, # how long after the answer's first audio went out they may have started (None: `unheard_ms`)
              ) -> bool:
-    "If the caller went on before hearing the answer to `turn`, take that answer back; was it?"
+    "If the caller went on with `turn` before its answer could be heard (or within `within_s` of it), take that answer back; was it?"
     a = self.reply
-    if a is None or a.rec.kind != 'reply' or a.rec.index != turn or self.record.has(a.rec) or a.rec.heard_text: return False
-    if a.rec.first_sent is not None and start >= a.rec.first_sent + self.settings.turn.unheard_ms / 1000: return False
+    within = self.settings.turn.unheard_ms / 1000 if within_s is None else within_s
+    if a is None or a.rec.kind != 'reply' or a.rec.index != turn or self.record.has(a.rec): return False
+    if a.rec.first_sent is not None and start >= a.rec.first_sent + within: return False
+    heard = a.rec.heard_text
+    why = f'the caller went on over its first words ("{heard[:100]}")' if heard else 'the caller went on before hearing it'
     self.reply = None
     a.over.clear()  # the turn was not over after all
     if a.counted: self.memory.retract(a.rec.caller_text)
     if self.playout.holds(a.rec) or a.rec.first_sent is not None: self.playout.clear()
-    if a.running: self.drop(a, 'the caller went on before hearing it')
-    else: self.record.event('answer_dropped', turn=a.rec.index, why='the caller went on before hearing it', words=a.rec.caller_text[:300],
-                            reply_chars=len(a.rec.reply_text))
+    if a.running: self.drop(a, why)
+    else: self.record.event('answer_dropped', turn=a.rec.index, why=why, words=a.rec.caller_text[:300], reply_chars=len(a.rec.reply_text))
     return True

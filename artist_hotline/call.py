@@ -13,7 +13,7 @@ from fastcore.basics import patch
 
 from .answers import Answer, Bot
 from .junk import abuse_reason
-from .audio import FRAME_SAMPLES, ulaw_decode
+from .audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE, ulaw_decode
 from .persona import Memory, Persona
 from .playout import CallRecorder, Clock
 from .providers import ProviderError, Providers, Tasks
@@ -21,12 +21,12 @@ from .records import CallRecord, CallSink, TurnRecord
 from .settings import CallSettings
 from .tools import Actions, ToolCall, ToolError
 from .transcription import Heard, TranscriptionSession
-from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, over_bot
+from .turns import OVER_BOT_PROMPT, CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, goes_on, over_bot
 from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import VoiceSession
 
 # %% auto #0
-__all__ = ['ABUSIVE', 'HANDED_OFF', 'log', 'asks_not_to_be_recorded', 'Peek', 'Call']
+__all__ = ['MAX_GAP_MS', 'ABUSIVE', 'HANDED_OFF', 'log', 'asks_not_to_be_recorded', 'Peek', 'Call']
 
 # %% ../nbs/07_call.ipynb #dcda4872
 _OBJECT = r"(?:\s+(?:this|that|me|us|it|the|our|call|conversation|please|now|anymore))*\s*(?:[.,!?]|$)"  # "record" of the call, not of music
@@ -34,6 +34,7 @@ _SUBJECT = r"(?<!\bi )(?<!\bwe )(?<!\bthey )(?<!\bi just )(?<!\bwe just )"  # "I
 _DONT_RECORD = re.compile(rf"{_SUBJECT}\b(?:do\s?n[o'’]?t|do\s+not|not)\s+record{_OBJECT}|\bstop\s+(?:the\s+)?recording{_OBJECT}"
                           rf"|\bnot\s+(?:to\s+)?be\s+recorded\b|\brather\s+it\s+(?:was|were)n['’]?t\s+recorded\b", re.I)
 
+MAX_GAP_MS = 1000 # the longest stretch of lost caller audio filled with silence (a longer gap is a stall, not loss)
 ABUSIVE = 'abusive caller' # how a call hung up on for abuse ends (the server blocks the number)
 HANDED_OFF = 'handed to the artist' # how a call put through to ARTIST_PHONE ends here (`talk_to_artist`)
 
@@ -77,7 +78,7 @@ class Call:
         self.settings = s = settings or CallSettings()
         self.start, self.providers, self.notice, self._hangup, self.opt_out = start, providers, notice, hangup, opt_out
         self.actions = actions or Actions()
-        self.message: list[str] | None = [] if taking else None # the words of a message being left (`take_message`), None when none is
+        self.message: dict[int, str] | None = {} if taking else None # the words of a message being left (`take_message`), by turn; None when none is
         self.clock = clock or Clock()
         self.record = CallRecord(start.call_sid, start.stream_sid, caller, persona.name, self.clock, sink, first_turn)
         self.turn_taker = TurnTaker(s.turn, self.record.number)
@@ -89,10 +90,12 @@ class Call:
                        send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said,
                        tool=self._tool, moderator=providers.moderator)
         self._pending = b'' # inbound µ-law short of a whole frame
+        self._inbound_ms: int | None = None # how far the caller's audio reaches on the stream's clock (Media timestamps): a later one means media was lost
+        self.lost_ms = 0 # caller audio lost on the way, filled with silence (an event at the end)
         self._early: Answer | None = None # an answer started in the caller's pause
         self._peek = Peek()
         self._closing, self.ended = False, asyncio.Event()
-        self.strikes = 0 # abusive turns so far
+        self.abusive: dict[int, str] = {} # the abusive turns so far (why, by turn: a turn that goes on is one strike)
         self.handed_off = False # the call has moved to the artist's phone: this stream is over
 
     @property
@@ -115,6 +118,10 @@ class Call:
         "Handle one inbound Twilio message (called by the socket's reader; never blocks)."
         if isinstance(msg, Media):
             if msg.track not in ('inbound', 'inbound_track'): return
+            if self._inbound_ms is not None and (gap := msg.timestamp - self._inbound_ms) >= FRAME_MS:  # lost on the way: silence keeps the time
+                self._pending += bytes([ULAW_SILENCE]) * (min(gap, MAX_GAP_MS) * SAMPLE_RATE // 1000)
+                self.lost_ms += min(gap, MAX_GAP_MS)
+            self._inbound_ms = msg.timestamp + len(msg.payload) * 1000 // SAMPLE_RATE
             self._pending += msg.payload
             while len(self._pending) >= FRAME_SAMPLES:
                 frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
@@ -175,11 +182,11 @@ class Call:
         await self._until(lambda: not self.bot.busy)
         if not self.record.end_reason: await self.bot.line(kind, text)
 
-    def _said(self, words: str) -> Callable[[], str | None] | None:
+    def _said(self, words: str, turn: int) -> Callable[[], str | None] | None:
         "A turn's words, before they are answered: what the call does itself, once the turn is over, and the line said instead of a reply."
-        if self.message is not None: return partial(self.message.append, words)  # a message being left: kept, and nothing said
+        if self.message is not None: return partial(self.message.__setitem__, turn, words)  # a message being left: kept (a turn that goes on, whole), and nothing said
         if asks_not_to_be_recorded(words) and self._may_unrecord: return self._unrecorded
-        if (why := abuse_reason(words)) and self.settings.abuse_strikes: return partial(self._abused, why)
+        if (why := abuse_reason(words)) and self.settings.abuse_strikes: return partial(self._abused, why, turn)
         return None
 
     def _unrecorded(self) -> str:
@@ -187,12 +194,12 @@ class Call:
         self._unrecord('words')
         return self.bot.memory.persona.recording_stopped
 
-    def _abused(self, why: str) -> str:
-        "An abusive turn: a strike; the warning, or at the last strike the goodbye before the call hangs up."
+    def _abused(self, why: str, turn: int) -> str:
+        "An abusive turn: a strike (once per turn, however often it went on); the warning, or at the last strike the goodbye before the call hangs up."
         persona = self.bot.memory.persona
-        self.strikes += 1
-        self.record.event('abuse', why=why, strike=self.strikes)
-        if self.strikes < self.settings.abuse_strikes: return persona.abuse_warning
+        self.abusive[turn] = why
+        self.record.event('abuse', why=why, strike=len(self.abusive))
+        if len(self.abusive) < self.settings.abuse_strikes: return persona.abuse_warning
         self._tasks.spawn(self._end_after(ABUSIVE, lambda: any(t.reply_text == persona.abuse_goodbye for t in self.turns)))
         return persona.abuse_goodbye
 
@@ -264,6 +271,7 @@ async def close(self: Call, reason: str = 'ended') -> None:
     self._closing = True
     self.record.end_reason = self.record.end_reason or reason
     self._tasks.cancel()
+    if self.lost_ms: self.record.event('media_lost', ms=self.lost_ms)
     await asyncio.sleep(0)  # let cancelled replies record themselves
     if self.message: await self._keep_message()  # the caller hung up after leaving a message: it is kept, and sent
     await asyncio.gather(self.ear.close(), self.bot.close())
@@ -283,7 +291,7 @@ def _act(self: Call, events: list) -> None:
     "Act on the turn-taker's events."
     tt, bot = self.turn_taker, self.bot
     for ev in events:
-        if type(ev) is CallerStarted: self.ear.begin(tt.rejoin() if bot.take_back(ev.utterance.start, tt.rejoinable) else ev.pcm)
+        if type(ev) is CallerStarted: self.ear.begin(tt.rejoin() if bot.take_back(tt.went_on or ev.utterance.start, tt.rejoinable) else ev.pcm)
         elif type(ev) is CallerStopped: self.ear.pause()
         elif type(ev) is JudgeVoice and self.providers.voice_model is not None: self._tasks.spawn(self._judge(ev))
         elif type(ev) is CallerPaused and not bot.busy:
@@ -305,6 +313,7 @@ def _turn_over(self: Call, ev: TurnOver) -> None:
         if early is not None: bot.drop(early, 'the bot was talking'); early = None
         if not (why := over_bot(u.words, 0, self.settings.turn)):  # a backchannel, a cough: the bot goes on
             self.ear.drop()
+            self.turn_taker.ignored()  # the turn before may still go on, this audio in it
             self.record.event('backchannel', turn=u.index, words=u.words[:300], ms=round(u.voiced_ms))
             return self.record.turn(self.record.new_turn(u.index, outcome='ignored').took(u))
         bot.barge_in(why)  # "wait", "no", a question: the bot stops, and the words are answered
@@ -321,9 +330,24 @@ def _over_bot(self: Call) -> None:
     u = tt.utterance
     if s.peek_ms and tt.speech_ms >= s.peek_ms and p.now is not u and p.failed is not u:  # "yeah", or "wait"? read, and again
         p.now = u
-        self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))
+        self.ear.read(tt.audio(), OVER_BOT_PROMPT).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))  # primed: "mm-hmm" is not "in a month"
     trusted = u.words and p.last is u and p.last_ms >= s.trust_ms  # words, read from enough speech
-    if (why := over_bot(u.words, tt.speech_ms, s, reading=p.now is u and not trusted)): self.bot.barge_in(why)
+    if (why := over_bot(u.words, tt.speech_ms, s, reading=p.now is u and not trusted)): self._interrupts(why)
+    elif tt.speech_ms >= s.give_way_ms: self._interrupts(f'{tt.speech_ms:.0f} ms of speech as the answer began', barge=False)  # no words needed to give way
+
+@patch
+def _interrupts(self: Call, why: str,
+                barge: bool = True, # stop the bot if it does not give way
+               ) -> None:
+    "Speech that would stop the bot: the rest of the caller's last turn if it began just after the answer did (or joins it), else a barge-in."
+    tt, s = self.turn_taker, self.settings.turn
+    u = tt.utterance
+    within = max(s.yield_ms, s.joins_ms if goes_on(u.words) else 0) / 1000
+    if within and self.bot.take_back(tt.went_on or u.start, tt.rejoinable, within):  # the bot gives way: the answer's first words are taken back
+        self.ear.drop()
+        self.ear.begin(tt.rejoin())  # the ear hears the turn again, whole
+        self.record.event('gave_way', turn=u.index, why=why, words=u.words[:300])
+    elif barge: self.bot.barge_in(why)
 
 @patch
 def _peeked_words(self: Call, u: Utterance, speech_ms: float, read: asyncio.Task) -> None:
@@ -338,7 +362,7 @@ def _peeked_words(self: Call, u: Utterance, speech_ms: float, read: asyncio.Task
 # %% ../nbs/07_call.ipynb #8ab905d9
 @patch
 async def _take_message(self: Call) -> tuple[str, dict]:
-    self.message = []
+    self.message = {}
     return self.bot.memory.persona.message_prompt, {}
 
 @patch
@@ -353,7 +377,7 @@ async def _text_link(self: Call) -> tuple[str, dict]:
 async def _talk_to_artist(self: Call) -> tuple[str, dict]:
     p = self.bot.memory.persona
     if not self.actions.can_transfer or not p.artist_in():
-        self.message = []
+        self.message = {}
         return p.artist_away, {'rang': False, 'why': 'outside the artist\'s hours' if self.actions.can_transfer else 'no artist to ring'}
     self._tasks.spawn(self._handoff(p.handoff))
     return p.handoff, {'rang': True}
@@ -374,7 +398,7 @@ async def _handoff(self: Call, line: str) -> None:
     except ToolError as e:
         self.record.end_reason = ''
         self.record.event('tool', name='talk_to_artist', by='handoff', error=str(e)[:300])
-        self.message = []
+        self.message = {}
         return await self._say_when_quiet('tool', self.bot.memory.persona.artist_away)
     self.record.event('handoff')
     self.handed_off = True  # `run` ends the call: Twilio now dials the artist, and this stream is over
@@ -382,7 +406,7 @@ async def _handoff(self: Call, line: str) -> None:
 @patch
 async def _keep_message(self: Call) -> str:
     "The caller has finished their message (or hung up): kept as a `message` event, sent to the artist; the line that thanks them."
-    text, self.message = ' '.join(self.message), None
+    text, self.message = ' '.join(self.message.values()), None
     p = self.bot.memory.persona
     try: sent, error = await self.actions.deliver(text, self.record.caller, self.sid), ''
     except ToolError as e: sent, error = [], str(e)

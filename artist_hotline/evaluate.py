@@ -127,7 +127,7 @@ class Expect:
     mentions: list = field(default_factory=list) # words or phrases the reply must all contain
     mentions_any: list = field(default_factory=list) # at least one of these
     never_mentions: list = field(default_factory=list) # none of these
-    tool: str|None = None # the hotline used this tool (not checkable until the server records tool events)
+    tool: str|None = None # the hotline used this tool during the turn (its record's `tool` events)
     judge: list = field(default_factory=list) # questions for the LLM judge about this turn
 
 @dataclass
@@ -372,7 +372,7 @@ def speak(voice:Voice, # who speaks
     "The caller's words as int16 at 8 kHz (blocking: run it in an executor)."
     if voice.engine == 'piper':
         from artist_hotline.neural import piper_synth
-        pcm, sr = piper_synth(text, '' if voice.name == 'joe' else voice.name, voice.speed, voice.pitch)
+        pcm, sr = piper_synth(text, '' if voice.name == 'joe' else voice.name, voice.speed, voice.pitch, vary=False)  # a scenario's caller says it the same way every run
     elif voice.engine == 'espeak':
         from artist_hotline.offline import espeak_synth
         pcm, sr = espeak_synth(text, voice.name, round(160 * voice.speed / voice.pitch))
@@ -589,7 +589,7 @@ async def call_scenario(sc:Scenario, # the scenario
         for i, (t, pcm) in enumerate(zip(turns, audio)):
             wait = t.wait_s or reply_timeout_s
             if t.hang_up_after_s is not None:  # into the reply now playing, or the next one
-                heard = await stream.wait_sound(since, wait)
+                heard = stream.now if stream.playback.busy(stream.now) else await stream.wait_sound(since, wait)
                 if heard is not None: await stream.fill((heard - stream.now) / SAMPLE_RATE + t.hang_up_after_s, waiting=True)
                 began.append(loop.time() - t0); said.append((i, t.label, stream.now, stream.now, False))
                 break
@@ -601,8 +601,8 @@ async def call_scenario(sc:Scenario, # the scenario
                 await stream.fill(t.pause_s)
                 continue
             span = voiced_span(pcm) or (0, len(pcm))
-            if t.barge_in_after_s is not None:
-                heard = await stream.wait_sound(since, wait)
+            if t.barge_in_after_s is not None:  # into the reply now playing (its audio may have come before `since`), or the next one
+                heard = stream.now if stream.playback.busy(stream.now) else await stream.wait_sound(since, wait)
                 if heard is not None: await stream.fill((heard - stream.now - span[0]) / SAMPLE_RATE + t.barge_in_after_s, waiting=True)
             began.append(loop.time() - t0)  # after any wait: what the hotline does from here on belongs to this turn
             keys = stream.now
@@ -661,6 +661,7 @@ class TurnResult:
     clear_s: float|None = None # a barge-in: caller started -> the hotline's clear
     server_turns: int|None = None # how many turns the hotline made of it (None: no record)
     interrupted: bool = False # the hotline recorded a reply in this turn as interrupted
+    tools: list|None = None # the tools the hotline used during the turn (None: no record)
 
 @dataclass
 class ScenarioResult:
@@ -713,10 +714,11 @@ def turn_results(sc:Scenario, # the scenario
         nxt = sim.turns[j + 1].caller_start_s if j + 1 < len(sim.turns) else sim.duration_s
         if record is not None:
             mine = [r for r in rec if edges[st.index] <= _anchor(r) < edges[st.index + 1]]
-            asked = [r for r in mine if r.get('kind') == 'reply']
+            asked = [r for r in mine if r.get('kind') == 'reply' and r.get('outcome') != 'ignored']  # answered: a backchannel let by is no turn
             tr.heard = ' '.join(r['caller_text'] for r in asked if r.get('caller_text'))
             tr.reply = ' '.join(r['heard_text'] for r in mine if r.get('heard_text'))
             tr.server_turns, tr.interrupted = len(asked), any(r.get('interrupted') for r in mine)
+            tr.tools = [e['detail'].get('name') for e in record.get('events', []) if e['kind'] == 'tool' and edges[st.index] <= e['t'] < edges[st.index + 1]]
             last = asked[-1] if asked else {}
             if last.get('endpoint') is not None and last.get('speech_end') is not None: tr.end_of_turn_s = last['endpoint'] - last['speech_end']
         elif transcribe is not None:
@@ -782,7 +784,7 @@ def check_turn(t:TurnSpec, # what the scenario expects
     if e.mentions_any: add(f'mentions_any {e.mentions_any}', None if r.reply is None else any(map(said, e.mentions_any)),
                            f'reply: {reply!r}' if r.reply is not None else unread)
     for p in e.never_mentions: add(f'never_mentions {p!r}', None if r.reply is None else not said(p), f'reply: {reply!r}' if r.reply is not None else unread)
-    if e.tool: add(f'tool {e.tool!r}', None, 'not checkable: the hotline records no tool events yet')
+    if e.tool: add(f'tool {e.tool!r}', None if r.tools is None else e.tool in r.tools, no_record if r.tools is None else f'tools used: {r.tools}')
     return out
 
 def check_call(sc:Scenario, # the scenario

@@ -132,6 +132,7 @@ def repeats(text: str, # a transcript
 
 class WhisperSTT(SpeechToText, StreamingSpeechToText):
     "Offline speech-to-text with faster-whisper: Whisper tiny.en from its pinned package by default, or any faster-whisper model."
+    prompts = True # `transcribe` takes words the speech likely holds
     def __init__(self,
                  model: str = '', # '' the pinned tiny.en; a faster-whisper model name (downloaded on first use) or a model folder
                  compute_type: str = 'int8', # CTranslate2 weight type on the CPU
@@ -196,6 +197,7 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
     def read(self,
              pcm: np.ndarray, # int16 mono samples
              sr: int = SAMPLE_RATE, # their sample rate
+             prompt: str = '', # words the speech likely holds, given to Whisper as the text before it ('': none)
             ) -> str:
         "The text spoken in `pcm`, read in a window of `window_s` rather than 30 s (blocking, thread-safe); in 30 s when that repeats itself."
         if (x := self._audio(pcm, sr)) is None: return ''
@@ -204,8 +206,9 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
         m = self._model
         try:
             enc = m.encode(m.feature_extractor(x)[:, :-1])  # the window's own frames: the encoder's cost follows its length
-            most = len(self._prompt) + int(len(x) / WHISPER_RATE * 8) + 8  # more tokens than anyone says in that time
-            r = m.model.generate(enc, [self._prompt], beam_size=self.beam_size, max_length=most, return_no_speech_prob=True,
+            start = m.get_prompt(self._tokenizer, self._tokenizer.encode(' ' + prompt), without_timestamps=True) if prompt else self._prompt
+            most = len(start) + int(len(x) / WHISPER_RATE * 8) + 8  # more tokens than anyone says in that time
+            r = m.model.generate(enc, [start], beam_size=self.beam_size, max_length=most, return_no_speech_prob=True,
                                  suppress_blank=True, suppress_tokens=self._suppress)[0]
         except Exception as e: raise ProviderError(f'faster-whisper failed on {len(pcm) / sr:.2f} s of audio: {e}') from e
         if r.no_speech_prob >= self.no_speech: return ''
@@ -218,9 +221,10 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
                          pcm: np.ndarray, # int16 mono samples
                          sr: int = SAMPLE_RATE, # their sample rate
                          urgent: bool = False, # read before the readings that are not (the turn is over and its answer waits)
+                         prompt: str = '', # words the speech likely holds (`read`)
                         ) -> str:
         "The text spoken in `pcm`, read by one of the shared workers."
-        return await asyncio.wrap_future(self._pool.submit(urgent, self.read, pcm, sr))
+        return await asyncio.wrap_future(self._pool.submit(urgent, self.read, pcm, sr, prompt))
 
     async def open(self, on_words):
         "A stream of this call's turns: read again as they grow."
@@ -345,6 +349,7 @@ def piper_synth(text: str, # what to say (plain text)
                 voice: str = '', # a Piper voice's .onnx ('' the pinned Joe)
                 speed: float = 1.0, # speaking rate: 1 the voice's own, 1.2 a fifth faster
                 pitch: float = 1.0, # pitch: 1 the voice's own, 1.12 about two semitones higher
+                vary: bool = True, # Piper's own variation, a little different each time (False: the same audio every time, for tests)
                ) -> tuple[np.ndarray, int]:
     "Speak `text` with Piper: int16 mono samples and their sample rate (blocking, thread-safe)."
     from piper import SynthesisConfig
@@ -352,7 +357,8 @@ def piper_synth(text: str, # what to say (plain text)
     sr = v.config.sample_rate
     if not text.strip(): return np.zeros(0, np.int16), sr
     with _PIPER_LOCK:
-        try: chunks = [c.audio_int16_array for c in v.synthesize(text, SynthesisConfig(length_scale=pitch / speed))]
+        steady = {} if vary else dict(noise_scale=0., noise_w_scale=0.)  # its noise is drawn inside the model, unseeded
+        try: chunks = [c.audio_int16_array for c in v.synthesize(text, SynthesisConfig(length_scale=pitch / speed, **steady))]
         except Exception as e: raise ProviderError(f'Piper could not speak {text[:40]!r}: {e}') from e
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
     return pcm, round(sr * pitch)  # played `pitch` times faster: higher, at the speed asked for

@@ -325,7 +325,7 @@ keywords = ["text me", "send me the link", "send me a link", "text me the link",
 tool = "text_link"
 
 [[script]]
-keywords = ["talk to jason", "speak to jason", "talk to the real jason", "speak to the real jason", "the real jason", "talk to the artist", "speak to the artist", "talk to a human", "speak to a human", "real person"]
+keywords = ["talk to jason", "speak to jason", "talk to the real jason", "speak to the real jason", "the real jason", "talk to the artist", "speak to the artist", "talk to a human", "speak to a human", "talk to a real person", "speak to a real person", "talk to a person", "speak to a person"]
 tool = "talk_to_artist"
 
 [[script]]
@@ -334,7 +334,7 @@ reply = "It was really good talking with you. Go make something today, even some
 tool = "end_call"
 
 [[script]]
-keywords = ["who are you", "who is this", "who's this", "who am i talking to", "talking to", "your name", "are you real", "are you a robot", "are you human", "are you a person", "are you ai", "are you a machine"]
+keywords = ["who are you", "who is this", "who's this", "who am i talking to", "talking to", "your name", "are you real", "are you a robot", "are you human", "are you a person", "are you a real person", "real person or", "are you ai", "are you a machine"]
 reply = "I'm Synthetic Jason, a machine-made echo of the artist Jason, half self-portrait and half experiment. Who am I talking to?"
 
 [[script]]

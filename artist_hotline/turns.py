@@ -15,9 +15,9 @@ from .settings import TurnSettings
 from .vad import Endpointer, SpeechStarted, TurnEnded, turn_vad
 
 # %% auto #0
-__all__ = ['REJOIN_MS', 'BACKCHANNEL_WORDS', 'BACKCHANNEL_PHRASES', 'INTERRUPTING_WORDS', 'RecentFrames', 'Ending', 'ending',
-           'Utterance', 'CallerStarted', 'CallerStopped', 'JudgeVoice', 'CallerPaused', 'CallerResumed', 'TurnOver',
-           'TurnTaker', 'backchannel', 'over_bot']
+__all__ = ['REJOIN_MS', 'BACKCHANNEL_WORDS', 'BACKCHANNEL_PHRASES', 'OVER_BOT_PROMPT', 'INTERRUPTING_WORDS', 'JOINING_WORDS',
+           'RecentFrames', 'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerStopped', 'JudgeVoice',
+           'CallerPaused', 'CallerResumed', 'TurnOver', 'TurnTaker', 'backchannel', 'over_bot', 'goes_on']
 
 # %% ../nbs/02b_turns.ipynb #e8076fdd
 class RecentFrames:
@@ -55,6 +55,7 @@ and but or nor yet because if unless although though while whereas since whether
 am is are was were be been being have has had will would shall should can could may might must gonna wanna gotta
 i we they he she i'm you're we're they're i've you've we've they've i'd i'll you'll we'll it's that's there's what's
 mister mr mrs ms miss doctor dr saint st um uh uhm erm er ah eh hmm mm very really quite rather more most less pretty not""".split())
+_NEVER_ENDS = set("a an the every my your our their and or nor but because although whereas um uh uhm erm".split()) # no sentence ends on these, full stop or not
 _NUMBERS = set("""zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
 eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand double triple""".split())
 _WORD = re.compile(r"[a-z0-9']+")
@@ -76,6 +77,7 @@ def ending(text: str, # a partial transcript
     last = words[-1]
     if last in _NUMBERS or last.isdigit(): return Ending('number' if len(words) > 1 else 'one_number', last)  # a full stop after digits ends nothing
     if t[-1] in '.?!':
+        if last in _NEVER_ENDS: return Ending('continues', last)  # "I'm working on a." is a pause, whoever wrote the full stop
         # an ear that punctuates puts a full stop after any fragment it is given: after a word that wants more, it is only a guess
         return Ending('unpunctuated', last) if punctuates and last in _WANTS_MORE else Ending('complete', t[-1])
     if last in _WANTS_MORE: return Ending('continues', last)
@@ -158,6 +160,8 @@ class TurnTaker:
         self._offered: str | None = None # what an answer may have started on in this pause ('': the audio; None: nothing)
         self._last: tuple[Utterance, np.ndarray] | None = None # the turn that ended last, and its audio, while it may go on
         self._since: list[np.ndarray] = [] # the frames since it ended
+        self.went_on: float | None = None # when the caller first spoke again after it (an utterance the call ignored included)
+        self._before: tuple | None = None # the turn before the last, while the call may yet ignore the last (`ignored`)
         self._pauses = 0 # the pauses the voice model was asked about
         self._judged: float | None = None # its answer for this pause: the probability the turn is complete (None: none yet)
 
@@ -234,8 +238,14 @@ class TurnTaker:
         u, pcm = self.utterance, np.concatenate(self._pcm)
         u.end, u.over, u.voiced_ms, u.why, u.audio_s = self._at(ev.last_voiced, at), at, ev.voiced_ms, why, len(pcm) / SAMPLE_RATE
         self.utterance, self._pcm, self._offered, self._ending, self._judged = None, None, None, ending(''), None
-        self._last, self._since = (u, pcm), []
+        self._before = (self._last, self._since, self.went_on)
+        self._last, self._since, self.went_on = (u, pcm), [], None
         return TurnOver(u, pcm)
+
+    def ignored(self) -> None:
+        "The turn that just ended was not one (the call ignored it: a backchannel, a noise): the turn before may still go on, this one's audio in it."
+        if self._before is not None and self._before[0] is not None: self._last, self._since, self.went_on = self._before
+        self._before = None
 
     def audio(self) -> np.ndarray:
         "The audio of the utterance under way so far, pre-roll included."
@@ -245,7 +255,7 @@ class TurnTaker:
         "The utterance just started goes on with the turn that ended last (its answer was never heard): one utterance, its audio whole."
         (last, pcm), u = self._last, self.utterance
         u.index, u.start = last.index, last.start
-        self._pcm, self._last, self._since = [pcm, *self._since], None, []
+        self._pcm, self._last, self._since, self.went_on = [pcm, *self._since], None, [], None
         return self.audio()
 
     @property
@@ -264,11 +274,12 @@ class TurnTaker:
         if self._pcm is not None: self._pcm.append(pcm)
         if self._last is not None:
             self._since.append(pcm)
-            if len(self._since) * FRAME_MS > REJOIN_MS: self._last, self._since = None, []  # too long ago to go on with
+            if len(self._since) * FRAME_MS > REJOIN_MS: self._last, self._since, self.went_on = None, [], None  # too long ago to go on with
         out = []
         for ev in ep.push(pcm, t):
             if isinstance(ev, SpeechStarted):
                 self.utterance, self._pcm = Utterance(self._number(), self._at(ev.start, at)), [self._recent.since(ev.start - self._preroll_s)]
+                if self._last is not None and self.went_on is None: self.went_on = self.utterance.start
                 out.append(CallerStarted(self.utterance, self._pcm[0]))
             elif isinstance(ev, TurnEnded) and self.utterance is not None:
                 out.append(self._turn_over(ev, at, f'{ep.hangover_ms:.0f} ms of silence, the longest wait'))
@@ -290,10 +301,12 @@ huh mhm mm mmm hmm hm um uh uhm er true totally exactly indeed absolutely defini
 hahaha lol wonderful amazing lovely fine see thank""".split())
 BACKCHANNEL_PHRASES = ('i see', 'got it', 'uh huh', 'uh-huh', 'mm hmm', 'mm-hmm', 'all right', "that's right", 'makes sense',
                        'fair enough', 'of course', 'i know', 'for sure', 'thank you', 'thanks')
+OVER_BOT_PROMPT = 'Mm-hmm. Yeah. Okay. Uh-huh. Right. Sure.' # what callers most often say over the bot: an ear that takes a prompt is primed with it
 INTERRUPTING_WORDS = set("""wait stop no nope sorry excuse pardon hold hang actually what why how when where who which but hey
-listen question repeat again slow""".split())
+hi hello listen question repeat again slow""".split())
 
 _SPELLED = re.compile(r'\b[a-z](?:-[a-z])+\b')
+_HUM = re.compile(r'[nu]?h?m+h?m*') # "mm", "mmmm", "hmm", "mhm", "mmhmm", "uhm", "nmm": Whisper writes a hum as many m's as it heard
 
 def backchannel(words: str, # what the caller said over the bot
                ) -> bool:
@@ -302,7 +315,7 @@ def backchannel(words: str, # what the caller said over the bot
     t = ' ' + ' '.join(_WORD.findall(spelled.replace('-', ' '))) + ' '
     for p in BACKCHANNEL_PHRASES: t = t.replace(' ' + p.replace('-', ' ') + ' ', ' ')
     rest = t.split()
-    return bool(_WORD.findall(words.lower())) and all(w in BACKCHANNEL_WORDS for w in rest)
+    return bool(_WORD.findall(words.lower())) and all(w in BACKCHANNEL_WORDS or _HUM.fullmatch(w) for w in rest)
 
 def over_bot(words: str, # the caller's words so far ('' when none have been heard)
              speech_ms: float, # how long the caller has spoken so far
@@ -318,3 +331,12 @@ def over_bot(words: str, # the caller's words so far ('' when none have been hea
     if w and backchannel(t): return f'a backchannel ("{t}") {speech_ms:.0f} ms long' if speech_ms >= s.backchannel_ms else None
     if speech_ms >= s.barge_in_ms: return f'{speech_ms:.0f} ms of speech over the bot' + (f' ("{t}")' if w else '')
     return None
+
+# %% ../nbs/02b_turns.ipynb #68b678e5
+JOINING_WORDS = set("and but or nor so because cause cuz then plus also which while though although unless until except".split())
+
+def goes_on(words: str, # what the caller said after the bot began to answer ('' when none have been heard)
+           ) -> bool:
+    "Do these words begin by joining what the caller said before (\"and I started...\", \"but the colours...\")?"
+    w = _WORD.findall(words.lower())
+    return bool(w) and w[0] in JOINING_WORDS

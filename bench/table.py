@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/table.py                      # every result in bench/results
     .venv/bin/python bench/table.py bench/results/turns-*.json
+    .venv/bin/python bench/table.py bench/scorecards/eval-*.json   # the eval's scorecards, per caller kind
 """
 from __future__ import annotations
 
@@ -108,6 +109,24 @@ def capacity_table(rs: list[dict]) -> str:
                   'verdict'], rows)
 
 
+def eval_table(cards: list[tuple[str, dict]]) -> str:
+    "`artist-hotline eval` scorecards (bench/scorecards/eval-<mode>.json): per hotline and caller kind, then what failed."
+    f = lambda v: 'n/a' if v is None else f'{v:.2f}'
+    rows, failed = [], []
+    for mode, c in cards:
+        for k in c['kinds']:
+            rows.append([mode, k['kind'], f"{k['passed']} of {k['ran']}", f(k['wer']), ms(k['end_of_turn_s']), ms(k['voice_to_voice_s']), k['cut_offs']])
+        for s in c['scenarios']:
+            bad = [ch for ch in s['checks'] if ch['ok'] is False]
+            if s['status'] != 'passed':
+                failed.append(f"{mode} {s['name']}: " + ('; '.join(f"turn {ch['turn']}: {ch['what']}: {ch['detail']}" if ch['turn'] else f"{ch['what']}: {ch['detail']}"
+                                                              for ch in bad) or s.get('note', s['status'])))
+    out = table(['hotline', 'caller kind', 'scenarios passed', 'word error rate', 'end of turn (mean)', 'voice to voice (mean)', 'turns cut off or interrupted'], rows)
+    out += '\n\n' + '; '.join(f"{mode}: {sum(s['status'] == 'passed' for s in c['scenarios'])} of {len(c['scenarios'])} scenarios passed, "
+                               f"{c['meta']['started'][:10]}, {c['meta']['concurrency']} at a time, load {c['meta']['load_average'][0]:.1f}" for mode, c in cards) + '.'
+    return out + (''.join(f'\n- {x}' for x in failed) if failed else '')
+
+
 def render(paths: list[Path]) -> str:
     by = collections.defaultdict(list)
     for p in paths:
@@ -127,4 +146,6 @@ def render(paths: list[Path]) -> str:
 
 if __name__ == '__main__':
     files = [Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob('*.json'))
+    if files and all(f.name.startswith('eval-') for f in files):
+        sys.exit(print(eval_table([(f.stem.removeprefix('eval-'), json.loads(f.read_text())) for f in files])))
     print(render([f for f in files if f.name.split('-')[0].removesuffix('.json') in ('turns', 'latency', 'interruptions', 'callers', 'capacity')]))

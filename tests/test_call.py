@@ -134,7 +134,7 @@ async def start_reply(call, tw):
     greeting = len(tw.marks())
     await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
     await until(lambda: len(tw.marks()) > greeting)
-    await talk(call, silence(0.5), 0.001)  # the bot speaks, the caller listens
+    await talk(call, silence(1.2), 0.001)  # the bot speaks, the caller listens (longer than `yield_ms`: talk now interrupts)
     return runner, tw.marks()[greeting:]
 
 

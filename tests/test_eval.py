@@ -63,9 +63,13 @@ def test_the_line_loses_in_runs_and_holds_up_in_bursts():
     assert Impairments(Line()).lost() is False
 
 
-def test_a_tool_is_not_checkable_yet():
-    c, = check_turn(TurnSpec(1, say=['Look it up'], expect=Expect(tool='search')), TurnResult(1, 'Look it up'))
-    assert c == Check("tool 'search'", None, 'not checkable: the hotline records no tool events yet', 1)
+def test_a_tool_is_checked_against_the_record():
+    spec = TurnSpec(1, say=['Leave a message'], expect=Expect(tool='take_message'))
+    c, = check_turn(spec, TurnResult(1, 'Leave a message'))
+    assert c == Check("tool 'take_message'", None, 'not checkable: no record of the hotline (give its CALLS_UI_TOKEN)', 1)
+    assert check_turn(spec, TurnResult(1, 'Leave a message', tools=['take_message']))[0].ok is True
+    c, = check_turn(spec, TurnResult(1, 'Leave a message', tools=['text_link']))
+    assert c.ok is False and c.detail == "tools used: ['text_link']"
 
 
 async def test_a_scenario_that_needs_the_corpus_skips_without_it(tmp_path):

@@ -57,7 +57,7 @@ async def test_two_turns_memory_through_the_sdks(cloud_call):
 
 async def test_barge_in_clears_and_history_keeps_what_was_heard(cloud_call):
     fc, app, base = await cloud_call(['tell me about your paintings', 'wait a second'])
-    script = [Step(pcm=voiced(0.9), pause_s=0.2), Step(pcm=voiced(1.0, 2), barge_in_after_s=0.5, pause_s=0.3)]
+    script = [Step(pcm=voiced(0.9), pause_s=0.2), Step(pcm=voiced(1.0, 2), barge_in_after_s=1.2, pause_s=0.3)]
     result = await simulate_call(base, script, auth_token=TOKEN, speed=0)
     call = app[FINISHED][-1]
     cut = call.turns[1]
@@ -200,7 +200,7 @@ async def test_barge_in_on_the_voice_socket_keeps_the_words_played(aiohttp_serve
                      elevenlabs_base_url=fc.elevenlabs_base_url, elevenlabs_voice_id='voice-1')
         app = create_app(s)
         base = str((await aiohttp_server(app)).make_url('')).rstrip('/')
-        script = [Step(pcm=voiced(0.9), pause_s=0.2), Step(pcm=voiced(1.0, 2), barge_in_after_s=0.8, pause_s=0.3)]
+        script = [Step(pcm=voiced(0.9), pause_s=0.2), Step(pcm=voiced(1.0, 2), barge_in_after_s=1.2, pause_s=0.3)]
         result = await simulate_call(base, script, auth_token=TOKEN, speed=0)
         said = [m['content'] for m in fc.journal['chat'][1]['messages'] if m['role'] == 'assistant'][1:]
     call = app[FINISHED][-1]
