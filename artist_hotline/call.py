@@ -21,7 +21,7 @@ from .records import CallRecord, CallSink, TurnRecord
 from .settings import CallSettings
 from .tools import Actions, ToolCall, ToolError
 from .transcription import Heard, TranscriptionSession
-from .turns import OVER_BOT_PROMPT, CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, goes_on, over_bot
+from .turns import CallerPaused, CallerResumed, CallerStarted, CallerStopped, JudgeVoice, TurnOver, TurnTaker, Utterance, backchannel, goes_on, over_bot
 from .twilio import Dtmf, Mark, Media, Start, Stop
 from .voice import VoiceSession
 
@@ -330,10 +330,11 @@ def _over_bot(self: Call) -> None:
     u = tt.utterance
     if s.peek_ms and tt.speech_ms >= s.peek_ms and p.now is not u and p.failed is not u:  # "yeah", or "wait"? read, and again
         p.now = u
-        self.ear.read(tt.audio(), OVER_BOT_PROMPT).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))  # primed: "mm-hmm" is not "in a month"
+        self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))
     trusted = u.words and p.last is u and p.last_ms >= s.trust_ms  # words, read from enough speech
     if (why := over_bot(u.words, tt.speech_ms, s, reading=p.now is u and not trusted)): self._interrupts(why)
-    elif tt.speech_ms >= s.give_way_ms: self._interrupts(f'{tt.speech_ms:.0f} ms of speech as the answer began', barge=False)  # no words needed to give way
+    elif tt.speech_ms >= s.give_way_ms and u.words and not backchannel(u.words):  # words that go on, not "okay": give way before they are long
+        self._interrupts(f'{tt.speech_ms:.0f} ms of speech as the answer began ("{u.words[:60]}")', barge=False)
 
 @patch
 def _interrupts(self: Call, why: str,

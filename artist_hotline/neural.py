@@ -132,7 +132,6 @@ def repeats(text: str, # a transcript
 
 class WhisperSTT(SpeechToText, StreamingSpeechToText):
     "Offline speech-to-text with faster-whisper: Whisper tiny.en from its pinned package by default, or any faster-whisper model."
-    prompts = True # `transcribe` takes words the speech likely holds
     def __init__(self,
                  model: str = '', # '' the pinned tiny.en; a faster-whisper model name (downloaded on first use) or a model folder
                  compute_type: str = 'int8', # CTranslate2 weight type on the CPU
@@ -197,7 +196,6 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
     def read(self,
              pcm: np.ndarray, # int16 mono samples
              sr: int = SAMPLE_RATE, # their sample rate
-             prompt: str = '', # words the speech likely holds, given to Whisper as the text before it ('': none)
             ) -> str:
         "The text spoken in `pcm`, read in a window of `window_s` rather than 30 s (blocking, thread-safe); in 30 s when that repeats itself."
         if (x := self._audio(pcm, sr)) is None: return ''
@@ -206,9 +204,8 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
         m = self._model
         try:
             enc = m.encode(m.feature_extractor(x)[:, :-1])  # the window's own frames: the encoder's cost follows its length
-            start = m.get_prompt(self._tokenizer, self._tokenizer.encode(' ' + prompt), without_timestamps=True) if prompt else self._prompt
-            most = len(start) + int(len(x) / WHISPER_RATE * 8) + 8  # more tokens than anyone says in that time
-            r = m.model.generate(enc, [start], beam_size=self.beam_size, max_length=most, return_no_speech_prob=True,
+            most = len(self._prompt) + int(len(x) / WHISPER_RATE * 8) + 8  # more tokens than anyone says in that time
+            r = m.model.generate(enc, [self._prompt], beam_size=self.beam_size, max_length=most, return_no_speech_prob=True,
                                  suppress_blank=True, suppress_tokens=self._suppress)[0]
         except Exception as e: raise ProviderError(f'faster-whisper failed on {len(pcm) / sr:.2f} s of audio: {e}') from e
         if r.no_speech_prob >= self.no_speech: return ''
@@ -221,10 +218,9 @@ class WhisperSTT(SpeechToText, StreamingSpeechToText):
                          pcm: np.ndarray, # int16 mono samples
                          sr: int = SAMPLE_RATE, # their sample rate
                          urgent: bool = False, # read before the readings that are not (the turn is over and its answer waits)
-                         prompt: str = '', # words the speech likely holds (`read`)
                         ) -> str:
         "The text spoken in `pcm`, read by one of the shared workers."
-        return await asyncio.wrap_future(self._pool.submit(urgent, self.read, pcm, sr, prompt))
+        return await asyncio.wrap_future(self._pool.submit(urgent, self.read, pcm, sr))
 
     async def open(self, on_words):
         "A stream of this call's turns: read again as they grow."

@@ -25,7 +25,6 @@ class SpeechToText:
     "Turns a caller's utterance into text."
     name = 'stt'
     calls_at_once = 0 # calls it carries at once on this server (0: no limit it sets; offline Whisper sets one)
-    prompts = False # does `transcribe` take a `prompt`: words the speech likely holds, to hear them better (offline Whisper does)
     async def transcribe(self,
                          pcm: np.ndarray, # int16 mono samples
                          sr: int = 8000, # their sample rate

@@ -65,14 +65,14 @@ class TurnSettings(_Part):
     min_speech_ms: int = Field(100, ge=20, le=2000) # speech before a turn counts as started (a click is not a caller)
     eager_ms: int = Field(200, ge=0, le=5000) # start answering after this much silence, speak once the turn ends (0: off)
     preroll_ms: int = Field(350, ge=0, le=2000) # audio kept from before the detected start (unvoiced onsets come first)
-    barge_in_ms: int = Field(500, ge=20, le=5000) # caller speech over the bot that interrupts it, unless its words are a backchannel ("mm-hmm" lasts up to about 450 ms)
+    barge_in_ms: int = Field(400, ge=20, le=5000) # caller speech over the bot that interrupts it, unless its words are a backchannel
     backchannel_ms: int = Field(1200, ge=20, le=10000) # a backchannel ("yeah", "okay") over the bot this long interrupts it all the same
     peek_ms: int = Field(250, ge=0, le=5000) # caller speech over the bot after which its words so far are read, and read again as each reading ends (0: only at pauses)
     trust_ms: int = Field(250, ge=0, le=5000) # words read from less caller speech over the bot than this may be a fragment ("thank" of "thank you"): the next reading decides
     unread_ms: int = Field(900, ge=20, le=5000) # caller speech over the bot that interrupts it while its words are still being read (they are late)
     unheard_ms: int = Field(250, ge=0, le=2000) # a reply whose first audio left less than this before the caller spoke again was not heard: the turn goes on
     yield_ms: int = Field(800, ge=0, le=5000) # speech that begins less than this after a reply began goes on with the caller's turn (too soon to answer it): the bot gives way, the turn is answered whole (0: never)
-    give_way_ms: int = Field(300, ge=20, le=5000) # such speech this long makes the bot give way, its words unread (longer than a cough)
+    give_way_ms: int = Field(300, ge=20, le=5000) # such speech this long makes the bot give way once its first words are read and are not an acknowledgement
     joins_ms: int = Field(2000, ge=0, le=5000) # as `yield_ms`, for speech that begins with a joining word ("and", "but", "so"): the caller is still telling their turn
 
     @model_validator(mode='after')

@@ -91,10 +91,9 @@ class TranscriptionSession(ProviderSession):
         if self.hearing: self.conn.pause()
 
     def read(self, pcm: np.ndarray, # the turn's audio so far
-             prompt: str = '', # words it likely holds, for an engine that takes them (`SpeechToText.prompts`)
             ) -> asyncio.Task:
         "The task of the audio so far, transcribed whole (`Heard`)."
-        return self.tasks.spawn(self.transcribe(pcm, prompt))
+        return self.tasks.spawn(self.transcribe(pcm))
 
     def finish(self, pcm: np.ndarray, # the turn's whole audio, pre-roll included
               ) -> asyncio.Task | None:
@@ -119,12 +118,10 @@ class TranscriptionSession(ProviderSession):
         self._turn = False
 
     async def transcribe(self, pcm: np.ndarray, # int16 samples at 8 kHz
-                         prompt: str = '', # words it likely holds, for an engine that takes them
                         ) -> Heard:
         "Audio transcribed whole, retried once; `ProviderError` if both attempts fail."
-        hint = {'prompt': prompt} if prompt and self.stt.prompts else {}
         for attempt in (1, 2):
-            try: return Heard(await asyncio.wait_for(self.stt.transcribe(pcm, SAMPLE_RATE, **hint), self.timeout_s), self.stt.name, self.clock())
+            try: return Heard(await asyncio.wait_for(self.stt.transcribe(pcm, SAMPLE_RATE), self.timeout_s), self.stt.name, self.clock())
             except (ProviderError, asyncio.TimeoutError) as e:
                 self.report('provider_error', stage='stt', attempt=attempt, error=str(e)[:300])
                 if attempt == 2: raise ProviderError(f'stt: {e}') from None

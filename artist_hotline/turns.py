@@ -15,9 +15,9 @@ from .settings import TurnSettings
 from .vad import Endpointer, SpeechStarted, TurnEnded, turn_vad
 
 # %% auto #0
-__all__ = ['REJOIN_MS', 'BACKCHANNEL_WORDS', 'BACKCHANNEL_PHRASES', 'OVER_BOT_PROMPT', 'INTERRUPTING_WORDS', 'JOINING_WORDS',
-           'RecentFrames', 'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerStopped', 'JudgeVoice',
-           'CallerPaused', 'CallerResumed', 'TurnOver', 'TurnTaker', 'backchannel', 'over_bot', 'goes_on']
+__all__ = ['REJOIN_MS', 'BACKCHANNEL_WORDS', 'BACKCHANNEL_PHRASES', 'INTERRUPTING_WORDS', 'JOINING_WORDS', 'RecentFrames',
+           'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerStopped', 'JudgeVoice', 'CallerPaused',
+           'CallerResumed', 'TurnOver', 'TurnTaker', 'backchannel', 'over_bot', 'goes_on']
 
 # %% ../nbs/02b_turns.ipynb #e8076fdd
 class RecentFrames:
@@ -301,7 +301,6 @@ huh mhm mm mmm hmm hm um uh uhm er true totally exactly indeed absolutely defini
 hahaha lol wonderful amazing lovely fine see thank""".split())
 BACKCHANNEL_PHRASES = ('i see', 'got it', 'uh huh', 'uh-huh', 'mm hmm', 'mm-hmm', 'all right', "that's right", 'makes sense',
                        'fair enough', 'of course', 'i know', 'for sure', 'thank you', 'thanks')
-OVER_BOT_PROMPT = 'Mm-hmm. Yeah. Okay. Uh-huh. Right. Sure.' # what callers most often say over the bot: an ear that takes a prompt is primed with it
 INTERRUPTING_WORDS = set("""wait stop no nope sorry excuse pardon hold hang actually what why how when where who which but hey
 hi hello listen question repeat again slow""".split())
 

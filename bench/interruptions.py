@@ -101,7 +101,7 @@ def judge(case: dict, sim, record: dict | None) -> dict:
                stopped=stop_after is not None, stop_after_s=stop_after, first_reply_dropped_s=first.bot_dropped_s,
                answered=t.bot_start_s is not None, replies=len(replies),
                decisions=[dict(kind=k, **{a: d.get(a) for a in ('why', 'words', 'ms') if d.get(a) is not None})
-                          for k, d in events if k in ('backchannel', 'barge_in')],
+                          for k, d in events if k in ('backchannel', 'barge_in', 'gave_way')],
                heard_offline=case.get('heard_offline'), window=envelopes(sim, t.caller_start_s - 1.))
 
 
