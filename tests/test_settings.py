@@ -129,7 +129,7 @@ def test_calibrate_a_plain_folder_then_serve_what_it_chose(tmp_path):
         assert (out / name).stat().st_size > 100, name
     words = pd.read_csv(out / 'words_grid.csv')
     c = words[words.chosen].iloc[0]
-    assert words.loc[0, 'cut-offs'] >= 2 and c['cut-offs'] == 0 and c.utterances == 7, words  # the shipped waits (first row) cut the pauses
+    assert words.loc[0, 'cut-offs'] >= 1 and c['cut-offs'] == 0 and c.utterances == 7, words  # the shipped waits (first row) cut a pause (both, on a quiet machine)
     shipped = TurnSettings().words
     assert (chosen['words']['complete_ms'], chosen['words']['stale_ms']) == (c['complete ms'], c['stale ms']) != (shipped.complete_ms, shipped.stale_ms)
 
