@@ -118,9 +118,9 @@ class Call:
         "Handle one inbound Twilio message (called by the socket's reader; never blocks)."
         if isinstance(msg, Media):
             if msg.track not in ('inbound', 'inbound_track'): return
-            if self._inbound_ms is not None and (gap := msg.timestamp - self._inbound_ms) >= FRAME_MS:  # lost on the way: silence keeps the time
-                self._pending += bytes([ULAW_SILENCE]) * (min(gap, MAX_GAP_MS) * SAMPLE_RATE // 1000)
-                self.lost_ms += min(gap, MAX_GAP_MS)
+            if self._inbound_ms is not None and (gap := min(msg.timestamp - self._inbound_ms, MAX_GAP_MS)) >= FRAME_MS:  # lost on the way: silence keeps the time
+                self._pending += bytes([ULAW_SILENCE]) * (gap * SAMPLE_RATE // 1000)
+                self.lost_ms += gap
             self._inbound_ms = msg.timestamp + len(msg.payload) * 1000 // SAMPLE_RATE
             self._pending += msg.payload
             while len(self._pending) >= FRAME_SAMPLES:
@@ -333,7 +333,7 @@ def _over_bot(self: Call) -> None:
         self.ear.read(tt.audio()).add_done_callback(partial(self._peeked_words, u, tt.speech_ms))
     trusted = u.words and p.last is u and p.last_ms >= s.trust_ms  # words, read from enough speech
     if (why := over_bot(u.words, tt.speech_ms, s, reading=p.now is u and not trusted)): self._interrupts(why)
-    elif tt.speech_ms >= s.give_way_ms and u.words and not backchannel(u.words):  # words that go on, not "okay": give way before they are long
+    elif tt.rejoinable is not None and tt.speech_ms >= s.give_way_ms and u.words and not backchannel(u.words):  # words that go on, not "okay": give way before they are long
         self._interrupts(f'{tt.speech_ms:.0f} ms of speech as the answer began ("{u.words[:60]}")', barge=False)
 
 @patch
