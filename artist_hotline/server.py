@@ -31,10 +31,10 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
-           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'UNSAVED', 'public_base', 'stream_url', 'relayed_for', 'is_from_twilio',
-           'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice', 'outbound_call',
-           'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'handoff', 'call_setup',
-           'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
+           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'UNSAVED', 'KEEP_FINISHED', 'public_base', 'stream_url', 'relayed_for',
+           'is_from_twilio', 'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice',
+           'outbound_call', 'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'handoff',
+           'call_setup', 'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -114,7 +114,7 @@ SETTINGS = web.AppKey('settings', Settings)
 PERSONA = web.AppKey('persona', Persona)
 LINES = web.AppKey('lines', Lines) # the personas answered as, with their engines (made in `cleanup_ctx`)
 CALLS = web.AppKey('calls', dict)
-FINISHED = web.AppKey('finished', list)
+FINISHED = web.AppKey('finished', list) # the last `KEEP_FINISHED` calls, whole (their records are in the store)
 SOCKETS = web.AppKey('sockets', weakref.WeakSet)
 STATS = web.AppKey('stats', dict)
 METRICS = web.AppKey('metrics', Metrics)
@@ -125,6 +125,7 @@ REPLICA = web.AppKey('replica', str)
 TAKEN_HERE = web.AppKey('taken_here', collections.OrderedDict) # streams this replica took, for when the store is away
 BLOCKED = web.AppKey('blocked', dict) # caller key -> when its block ends: the store's blocks, read every BLOCK_REFRESH_S
 UNSAVED = web.AppKey('unsaved_blocks', dict) # caller key -> when its block ends: blocks made here that the store has not taken yet
+KEEP_FINISHED = 5 # few: each finished call kept is some 800 objects that every full garbage collection walks, with the loop stopped
 
 _STORE_DOWN = (asyncio.TimeoutError, sa.exc.SQLAlchemyError, OSError)
 
@@ -502,7 +503,7 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
         # call's own ending, shielded so that its records are written either way.
         if call is not None:
             app[CALLS].pop(call.sid, None)
-            app[FINISHED].append(call); del app[FINISHED][:-100]
+            app[FINISHED].append(call); del app[FINISHED][:-KEEP_FINISHED]
             if reader.malformed: log.warning('call %s: %d malformed messages dropped %s', call.sid, reader.malformed, dict(reader.dropped))
             ending = asyncio.create_task(_ended(app, call, runner, 'ended' if ws.closed else 'stream closed'))
             app[WIND_UPS].add(ending); ending.add_done_callback(app[WIND_UPS].discard)

@@ -168,13 +168,15 @@ class GcWatch:
                                 max_cpu_ms=max([c for x, _, c in p if x == g], default=0) * 1000,  # wall >> CPU: descheduled meanwhile
                                 total_ms=sum(d for x, d, _ in p if x == g) * 1000) for g in (0, 1, 2)}
 
+Turn = collections.namedtuple('Turn', 't0 kind outcome latency audio_out_s')
+
 class BenchSink(CallSink):
-    "Passes everything on to the server's own sink (the call store) and keeps every turn record and event: the app's FINISHED list keeps only the last 100 calls."
+    "Passes everything on to the server's own sink (the call store) and keeps what the step's figures need of every turn and event (the app keeps only its last few calls)."
     def __init__(self, inner: CallSink):
-        self.inner, self.turns, self.events = inner, {}, []  # id(rec) -> (call t0, rec); (call t0, kind)
+        self.inner, self.turns, self.events = inner, {}, []  # (sid, turn, kind) -> Turn; (call t0, kind)
     async def start_call(self, sid, caller='', persona='', **kw): await self.inner.start_call(sid, caller, persona, **kw)
     async def turn(self, call, rec):
-        self.turns[id(rec)] = (call.now.t0, rec)
+        self.turns[call.sid, rec.index, rec.kind] = Turn(call.now.t0, rec.kind, rec.outcome, rec.latency, rec.audio_out_s)  # plain values: nothing more for the server's collector to walk
         await self.inner.turn(call, rec)
     async def event(self, call, kind, detail):
         self.events.append((call.now.t0, kind))
@@ -195,7 +197,7 @@ async def server_stats(request: web.Request) -> web.Response:
     "The step's figures: loop lag in the steady window and the whole step, and the turns of calls that started in the step."
     app, q = request.app, request.query
     w0, w1, s0, s1 = (float(q[k]) for k in ('w0', 'w1', 's0', 's1'))
-    recs = [(t0, r) for t0, r in app[BENCH_SINK].turns.values() if s0 <= t0 <= s1]
+    recs = [(r.t0, r) for r in app[BENCH_SINK].turns.values() if s0 <= r.t0 <= s1]
     replied = np.array([r.latency for _, r in recs if r.kind == 'reply' and r.outcome == 'replied' and r.latency is not None]) * 1000
     return web.json_response(dict(
         lag_window=app[BENCH_LAG].window(w0, w1), lag_step=app[BENCH_LAG].window(s0, s1), lag_spikes=app[BENCH_LAG].spikes(s0),
@@ -247,9 +249,9 @@ def serve_cloud(args):
     clips = corpus_clips(Path(args.corpus))
     counts = collections.Counter()
     class CountingBrain(ScriptedBrain):
-        async def reply(self, messages, usage=None):
+        async def reply(self, messages, usage=None, tools=None):
             counts['chat'] += 1
-            async for piece in super().reply(messages, usage): yield piece
+            async for piece in super().reply(messages, usage, tools): yield piece
     class CountingSynth(CachedSynth):
         def __call__(self, text):
             counts['tts'] += 1
