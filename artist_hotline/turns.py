@@ -314,6 +314,7 @@ def backchannel(words: str, # what the caller said over the bot
     t = ' ' + ' '.join(_WORD.findall(spelled.replace('-', ' '))) + ' '
     for p in BACKCHANNEL_PHRASES: t = t.replace(' ' + p.replace('-', ' ') + ' ', ' ')
     rest = t.split()
+    if rest == ['you']: return True  # a lone "you" is what Whisper writes for a short sound it cannot make out (an "er", a breath)
     return bool(_WORD.findall(words.lower())) and all(w in BACKCHANNEL_WORDS or _HUM.fullmatch(w) for w in rest)
 
 def over_bot(words: str, # the caller's words so far ('' when none have been heard)
