@@ -300,23 +300,34 @@ class Store:
         return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
 
 # %% ../nbs/12_store.ipynb #be8b2c8d
+def _upsert(is_sqlite: bool, table: sa.Table) -> sa.Insert: return (sqlite.insert if is_sqlite else postgresql.insert)(table)
+
+@functools.lru_cache(maxsize=2)
+def _start_upsert(is_sqlite: bool) -> sa.Insert:
+    "Insert a call's row, or fill in its missing stream sid: built once per dialect, its values bound when it runs (built per call, it left some 280 objects a call for the garbage collector)."
+    q = _upsert(is_sqlite, calls)
+    return q.on_conflict_do_update(index_elements=['sid'], set_={'stream_sid': q.excluded.stream_sid},
+                                   where=(calls.c.stream_sid == '') & (q.excluded.stream_sid != ''))
+
+@functools.lru_cache(maxsize=2)
+def _end_upsert(is_sqlite: bool) -> sa.Insert:
+    "Record a call's end, making its row if there is none; a summary, recording or insights left out keep the ones there."
+    q = _upsert(is_sqlite, calls)
+    x = q.excluded
+    return q.on_conflict_do_update(index_elements=['sid'], set_=dict(ended_at=x.ended_at, outcome=x.outcome,
+        summary=sa.func.coalesce(x.summary, calls.c.summary), recording=sa.func.coalesce(x.recording, calls.c.recording),
+        insights=sa.func.coalesce(x.insights, calls.c.insights)))
+
 def _start(conn, ins, sid: str, v: dict):
     "Insert a call's row unless it exists; fill in its stream sid if it has none."
-    q = ins(calls).values(sid=sid, caller=v.get('caller', ''), caller_key=caller_key(v.get('caller', '')), persona=v.get('persona', ''),
-                          started_at=_utc(v.get('started_at')) or utcnow(), stream_sid=v.get('stream_sid', ''))
-    conn.execute(q.on_conflict_do_update(index_elements=['sid'], set_={'stream_sid': q.excluded.stream_sid},
-                                         where=(calls.c.stream_sid == '') & (q.excluded.stream_sid != '')))
+    conn.execute(_start_upsert(ins is sqlite.insert), dict(sid=sid, caller=v.get('caller', ''), caller_key=caller_key(v.get('caller', '')),
+                 persona=v.get('persona', ''), started_at=_utc(v.get('started_at')) or utcnow(), stream_sid=v.get('stream_sid', '')))
 
 def _end(conn, ins, sid: str, v: dict):
     "Record a call's end (and make its row if there was none)."
     ended = _utc(v.get('ended_at')) or utcnow()
-    insights = None if v.get('insights') is None else json.dumps(v['insights'])
-    q = ins(calls).values(sid=sid, started_at=ended, ended_at=ended, outcome=v.get('outcome', ''), summary=v.get('summary'),
-                          recording=v.get('recording'), insights=insights)
-    x = q.excluded
-    conn.execute(q.on_conflict_do_update(index_elements=['sid'], set_=dict(ended_at=x.ended_at, outcome=x.outcome,
-                 summary=sa.func.coalesce(x.summary, calls.c.summary), recording=sa.func.coalesce(x.recording, calls.c.recording),
-                 insights=sa.func.coalesce(x.insights, calls.c.insights))))
+    conn.execute(_end_upsert(ins is sqlite.insert), dict(sid=sid, started_at=ended, ended_at=ended, outcome=v.get('outcome', ''),
+                 summary=v.get('summary'), recording=v.get('recording'), insights=None if v.get('insights') is None else json.dumps(v['insights'])))
 
 async def _start_call(self: Store,
                       sid: str, # Twilio's CallSid
@@ -365,17 +376,19 @@ def turn_row(rec: TurnRecord | dict, # a turn, as the engine keeps it
 @functools.lru_cache(maxsize=32)
 def _turn_upsert(is_sqlite: bool, columns: tuple) -> sa.Insert:
     "The upsert of a turn's `columns`, built once per dialect and set of columns; the values are bound when it runs."
-    q = (sqlite.insert if is_sqlite else postgresql.insert)(turns)
+    q = _upsert(is_sqlite, turns)
     return q.on_conflict_do_update(index_elements=['call_sid', 'idx'], set_={k: q.excluded[k] for k in [*columns, 'updated_at'] if k != 'idx'})
 
 def _turn(conn, ins, sid: str, row: dict):
     now = utcnow()
     conn.execute(_turn_upsert(ins is sqlite.insert, tuple(row)), dict(row, call_sid=sid, created_at=now, updated_at=now))
 
+@functools.lru_cache(maxsize=2)
+def _event_insert(is_sqlite: bool) -> sa.Insert: return _upsert(is_sqlite, events).on_conflict_do_nothing(index_elements=['uid'])
+
 def _event(conn, ins, sid: str, v: dict):
-    q = ins(events).values(call_sid=sid, uid=v.get('uid') or uuid.uuid4().hex, kind=v['kind'], t=v.get('t'), at=_utc(v.get('at')) or utcnow(),
-                           detail=json.dumps(v.get('detail') or {}, default=str))
-    conn.execute(q.on_conflict_do_nothing(index_elements=['uid']))
+    conn.execute(_event_insert(ins is sqlite.insert), dict(call_sid=sid, uid=v.get('uid') or uuid.uuid4().hex, kind=v['kind'], t=v.get('t'),
+                 at=_utc(v.get('at')) or utcnow(), detail=json.dumps(v.get('detail') or {}, default=str)))
 
 async def _write_turn(self: Store,
                       sid: str, # the call's sid
