@@ -305,7 +305,7 @@ INTERRUPTING_WORDS = set("""wait stop no nope sorry excuse pardon hold hang actu
 hi hello listen question repeat again slow""".split())
 
 _SPELLED = re.compile(r'\b[a-z](?:-[a-z])+\b')
-_HUM = re.compile(r'[nu]?h?m+h?m*') # "mm", "mmmm", "hmm", "mhm", "mmhmm", "uhm", "nmm": Whisper writes a hum as many m's as it heard
+_HUM = re.compile(r'[nu]?h?m+h?m*|m{2,}[a-z]') # "mm", "mmmm", "hmm", "mhm", "mmhmm", "uhm", "nmm", "mmi", "mmo": Whisper writes a hum as many m's as it heard
 
 def backchannel(words: str, # what the caller said over the bot
                ) -> bool:
