@@ -583,13 +583,15 @@ async def call_scenario(sc:Scenario, # the scenario
     loop, said, began, since = asyncio.get_running_loop(), [], [], 0
     t0 = loop.time()
     turns = sc.turns
+    async def reply_heard(wait):  # the reply now playing (its audio may have come before `since`), or the next one to sound
+        return stream.now if stream.playback.busy(stream.now) else await stream.wait_sound(since, wait)
     try:
         if sc.greeting and turns[0].barge_in_after_s is None and turns[0].hang_up_after_s is None:
             await stream.wait_reply(0, reply_timeout_s, settle_s)
         for i, (t, pcm) in enumerate(zip(turns, audio)):
             wait = t.wait_s or reply_timeout_s
             if t.hang_up_after_s is not None:  # into the reply now playing, or the next one
-                heard = stream.now if stream.playback.busy(stream.now) else await stream.wait_sound(since, wait)
+                heard = await reply_heard(wait)
                 if heard is not None: await stream.fill((heard - stream.now) / SAMPLE_RATE + t.hang_up_after_s, waiting=True)
                 began.append(loop.time() - t0); said.append((i, t.label, stream.now, stream.now, False))
                 break
@@ -601,8 +603,8 @@ async def call_scenario(sc:Scenario, # the scenario
                 await stream.fill(t.pause_s)
                 continue
             span = voiced_span(pcm) or (0, len(pcm))
-            if t.barge_in_after_s is not None:  # into the reply now playing (its audio may have come before `since`), or the next one
-                heard = stream.now if stream.playback.busy(stream.now) else await stream.wait_sound(since, wait)
+            if t.barge_in_after_s is not None:  # likewise
+                heard = await reply_heard(wait)
                 if heard is not None: await stream.fill((heard - stream.now - span[0]) / SAMPLE_RATE + t.barge_in_after_s, waiting=True)
             began.append(loop.time() - t0)  # after any wait: what the hotline does from here on belongs to this turn
             keys = stream.now

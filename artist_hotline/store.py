@@ -297,10 +297,12 @@ class Store:
 
     def _insert(self, table: sa.Table):
         "An INSERT that can say ON CONFLICT, in this database's dialect."
-        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+        return _upsert(self.is_sqlite, table)
 
 # %% ../nbs/12_store.ipynb #be8b2c8d
-def _upsert(is_sqlite: bool, table: sa.Table) -> sa.Insert: return (sqlite.insert if is_sqlite else postgresql.insert)(table)
+def _upsert(is_sqlite: bool, table: sa.Table) -> sa.Insert:
+    "An INSERT that can say ON CONFLICT, in SQLite's dialect or PostgreSQL's (the statements below are built once per dialect, from the connection's)."
+    return (sqlite.insert if is_sqlite else postgresql.insert)(table)
 
 @functools.lru_cache(maxsize=2)
 def _start_upsert(is_sqlite: bool) -> sa.Insert:
@@ -320,13 +322,13 @@ def _end_upsert(is_sqlite: bool) -> sa.Insert:
 
 def _start(conn, ins, sid: str, v: dict):
     "Insert a call's row unless it exists; fill in its stream sid if it has none."
-    conn.execute(_start_upsert(ins is sqlite.insert), dict(sid=sid, caller=v.get('caller', ''), caller_key=caller_key(v.get('caller', '')),
+    conn.execute(_start_upsert(conn.dialect.name == 'sqlite'), dict(sid=sid, caller=v.get('caller', ''), caller_key=caller_key(v.get('caller', '')),
                  persona=v.get('persona', ''), started_at=_utc(v.get('started_at')) or utcnow(), stream_sid=v.get('stream_sid', '')))
 
 def _end(conn, ins, sid: str, v: dict):
     "Record a call's end (and make its row if there was none)."
     ended = _utc(v.get('ended_at')) or utcnow()
-    conn.execute(_end_upsert(ins is sqlite.insert), dict(sid=sid, started_at=ended, ended_at=ended, outcome=v.get('outcome', ''),
+    conn.execute(_end_upsert(conn.dialect.name == 'sqlite'), dict(sid=sid, started_at=ended, ended_at=ended, outcome=v.get('outcome', ''),
                  summary=v.get('summary'), recording=v.get('recording'), insights=None if v.get('insights') is None else json.dumps(v['insights'])))
 
 async def _start_call(self: Store,
@@ -381,13 +383,13 @@ def _turn_upsert(is_sqlite: bool, columns: tuple) -> sa.Insert:
 
 def _turn(conn, ins, sid: str, row: dict):
     now = utcnow()
-    conn.execute(_turn_upsert(ins is sqlite.insert, tuple(row)), dict(row, call_sid=sid, created_at=now, updated_at=now))
+    conn.execute(_turn_upsert(conn.dialect.name == 'sqlite', tuple(row)), dict(row, call_sid=sid, created_at=now, updated_at=now))
 
 @functools.lru_cache(maxsize=2)
 def _event_insert(is_sqlite: bool) -> sa.Insert: return _upsert(is_sqlite, events).on_conflict_do_nothing(index_elements=['uid'])
 
 def _event(conn, ins, sid: str, v: dict):
-    conn.execute(_event_insert(ins is sqlite.insert), dict(call_sid=sid, uid=v.get('uid') or uuid.uuid4().hex, kind=v['kind'], t=v.get('t'),
+    conn.execute(_event_insert(conn.dialect.name == 'sqlite'), dict(call_sid=sid, uid=v.get('uid') or uuid.uuid4().hex, kind=v['kind'], t=v.get('t'),
                  at=_utc(v.get('at')) or utcnow(), detail=json.dumps(v.get('detail') or {}, default=str)))
 
 async def _write_turn(self: Store,
