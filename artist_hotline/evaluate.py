@@ -137,6 +137,7 @@ class TurnSpec:
     say: list|None = None # text pieces and pauses (floats, seconds), spoken as one turn
     wav: str|None = None # or a sound file (a path from the scenario's folder, or 'corpus:…')
     text: str|None = None # what `wav` says (default: the .txt beside it), for the word error rate
+    words_end_s: float|None = None # where the words end in `wav` when other sound follows them (default: the end of its voiced part)
     voice: Voice|None = None # a different voice for this turn
     dtmf: str = '' # keys pressed first
     silence_s: float|None = None # say nothing this long (the hotline may ask if anyone is there)
@@ -286,7 +287,7 @@ class _Reader:
     def turn(self, m, caller):
         "A `TurnSpec`."
         self.keys(m, [f.name for f in fields(TurnSpec) if f.name != 'line'], 'a turn')
-        t = TurnSpec(m.line, dtmf=self.get(m, 'dtmf', 'text', ''), text=self.get(m, 'text', 'text'),
+        t = TurnSpec(m.line, dtmf=self.get(m, 'dtmf', 'text', ''), text=self.get(m, 'text', 'text'), words_end_s=self.get(m, 'words_end_s', 'number', lo=0),
                      silence_s=self.get(m, 'silence_s', 'number', lo=0, hi=120), barge_in_after_s=self.get(m, 'barge_in_after_s', 'number', lo=0),
                      backchannel=self.get(m, 'backchannel', 'true or false', False), hang_up_after_s=self.get(m, 'hang_up_after_s', 'number', lo=0),
                      pause_s=self.get(m, 'pause_s', 'number', 0.6, 0, 60), wait_s=self.get(m, 'wait_s', 'number', lo=0, hi=120),
@@ -304,6 +305,7 @@ class _Reader:
         if (t.barge_in_after_s is not None or t.backchannel) and not (t.say or t.wav):
             self.fail(m.line, 'barge_in_after_s and backchannel need something said (say or wav)')
         if t.backchannel and t.barge_in_after_s is None: t.barge_in_after_s = 1.0
+        if t.words_end_s is not None and not t.wav: self.fail(m.lines['words_end_s'], 'words_end_s needs a wav')
         if t.expect.heard_wer is not None and not t.words and not (t.wav or '').startswith('corpus:'):
             self.fail(m.lines['expect'], 'heard_wer needs the words said: give text: for a wav')
         v = t.voice or caller
@@ -603,6 +605,7 @@ async def call_scenario(sc:Scenario, # the scenario
                 await stream.fill(t.pause_s)
                 continue
             span = voiced_span(pcm) or (0, len(pcm))
+            if t.words_end_s is not None: span = (span[0], min(span[1], round(t.words_end_s * SAMPLE_RATE)))  # applause, a door: not the caller speaking
             if t.barge_in_after_s is not None:  # likewise
                 heard = await reply_heard(wait)
                 if heard is not None: await stream.fill((heard - stream.now - span[0]) / SAMPLE_RATE + t.barge_in_after_s, waiting=True)

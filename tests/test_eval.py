@@ -32,6 +32,7 @@ BAD = [  # (file text, the line, what the error says)
     ('turns:\n  - say: Hi\n    say: Ho\n', 3, "key 'say' given twice"),
     ('turns:\n  - say: [Hi\n', 3, 'not valid YAML'),
     ('turns: nothing\n', 1, 'turns: must be a list of at least one turn'),
+    ('turns:\n  - say: Hi\n    words_end_s: 1\n', 3, 'words_end_s needs a wav'),
 ]
 
 
