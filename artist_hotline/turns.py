@@ -213,7 +213,8 @@ class TurnTaker:
         if kind == 'complete' and v.model != 'off':
             if p is None and quiet < v.wait_ms: return None  # the voice's verdict is due: a sentence waits for it
             if p is not None and not done: kind = 'unpunctuated'  # the words end, the voice does not: wait as for a sentence without a full stop
-        if quiet < self._waits[kind]: return None
+        wait = self._waits[kind] if fresh else min(self._waits[kind], self._waits['unpunctuated'])  # words behind the caller: their last word was not the last said
+        if quiet < wait: return None
         said = {'complete': 'a complete sentence', 'continues': f'"{e.word}" wanted more, but', 'number': f'a number ("{e.word}"), then',
                 'one_number': f'one number ("{e.word}"), then', 'unpunctuated': f'no full stop after "{e.word}", then'}
         said = 'a complete sentence' if e.kind == 'complete' else said[kind]
