@@ -44,7 +44,7 @@ class WordsSettings(_Part):
     continues_ms: int = Field(1500, ge=20, le=10000, json_schema_extra={'env': 'END_CONTINUES_MS'}) # the last word wants more: and, the, to, um
     number_ms: int = Field(1100, ge=20, le=10000, json_schema_extra={'env': 'END_NUMBER_MS'}) # the last word is a number: a phone number read out
     one_number_ms: int = Field(600, ge=20, le=10000, json_schema_extra={'env': 'END_ONE_NUMBER_MS'}) # the words are one number: an answer, or a number's first digit
-    unpunctuated_ms: int = Field(800, ge=20, le=10000, json_schema_extra={'env': 'END_UNPUNCTUATED_MS'}) # the words could end a sentence, but an ear that punctuates put no full stop after them
+    unpunctuated_ms: int = Field(800, ge=20, le=10000, json_schema_extra={'env': 'END_UNPUNCTUATED_MS'}) # the words could end a sentence, but an ear that punctuates put no full stop after them; also the longest wait on words still behind the speech
     stale_ms: int = Field(500, ge=0, le=5000, json_schema_extra={'env': 'END_STALE_MS'}) # the longest wait for the words to catch up with the speech
     eager_ms: int = Field(100, ge=0, le=5000, json_schema_extra={'env': 'EAGER_WORDS_MS'}) # with streamed words, start answering them after this much silence; it speaks once the turn is over (0: as eager_ms)
 
