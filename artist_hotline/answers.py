@@ -65,6 +65,8 @@ class Bot:
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
         self.reply: Answer | None = None # what the bot is answering or saying
+        self.quiet = asyncio.Event() # the caller has been silent `turn.speak_after_ms` (the call keeps it): a reply is first heard only then
+        self.quiet.set()
 
     @property
     def busy(self) -> bool:
@@ -243,9 +245,18 @@ async def _play(self: Bot, ans: Answer, reply: SpokenReply) -> None:
         async for sp in reply:
             if rec.first_audio is None:
                 rec.first_audio = self.clock()
+                await self._after_silence(ans)
                 await self._admit(ans)
             self.playout.speech(rec, sp)
     finally: rec.tts = reply.engine
+
+@patch
+async def _after_silence(self: Bot, ans: Answer) -> None:
+    "Once the turn is over, a reply waits until the caller has been silent `speak_after_ms` (a shorter pause may be mid-sentence); twice that at most, if they keep making sounds."
+    await ans.over.wait()
+    if ans.rec.kind != 'reply' or self.quiet.is_set(): return
+    try: await asyncio.wait_for(self.quiet.wait(), 2 * self.settings.turn.speak_after_ms / 1000)
+    except asyncio.TimeoutError: pass
 
 @patch
 async def _admit(self: Bot, ans: Answer) -> None:

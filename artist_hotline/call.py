@@ -131,12 +131,14 @@ class Call:
         elif isinstance(msg, Stop): self._tasks.spawn(self.close('caller hung up'))
 
     def _frame(self, ulaw: bytes) -> None:
-        "One 20 ms frame of the caller: to the recording and the ear, then through the turn-taker (its events acted on); barge-in."
+        "One 20 ms frame of the caller: to the recording and the ear, then through the turn-taker (its events acted on); barge-in; may a reply be heard yet."
         if self.recorder is not None: self.recorder.heard(ulaw)
         self.ear.send(ulaw)
-        tt = self.turn_taker
-        self._act(tt.push(ulaw_decode(ulaw), self.clock(), self.ear.hearing))
-        if tt.speaking and self.bot.busy: self._over_bot()
+        tt, bot, now = self.turn_taker, self.bot, self.clock()
+        self._act(tt.push(ulaw_decode(ulaw), now, self.ear.hearing))
+        if tt.speaking and bot.busy: self._over_bot()
+        if ((now - tt.voiced_at) * 1000 >= self.settings.turn.speak_after_ms) is not bot.quiet.is_set():
+            bot.quiet.clear() if bot.quiet.is_set() else bot.quiet.set()
 
     def _key(self, digit: str) -> None:
         "A key pressed: recorded, and acted on as the persona's keypad menu says (`Persona.keys`)."

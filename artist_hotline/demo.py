@@ -123,7 +123,7 @@ def plot_latency(rows: list[dict], # rows of `latency_table`
     if path is not None: matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     stages = [('hangover_ms', 'endpoint hangover'), ('stt_ms', 'speech-to-text'), ('first_token_ms', 'first token'),
-              ('first_sentence_ms', 'first sentence'), ('first_audio_ms', 'first speech byte'), ('send_ms', 'to Twilio')]
+              ('first_sentence_ms', 'first sentence'), ('first_audio_ms', 'first speech byte'), ('send_ms', "held for the caller's silence, sent")]
     fig, ax = plt.subplots(figsize=(8, 0.6 + 0.5 * max(1, len(rows))))
     y = np.arange(len(rows))
     left = np.zeros(len(rows))

@@ -155,6 +155,7 @@ class TurnTaker:
         self._number = number or itertools.count(1).__next__
         self.utterance: Utterance | None = None # the one under way
         self.spoke_at = 0. # when the caller last spoke (the latest frame of an utterance under way), on the call's clock
+        self.voiced_at = 0. # when the latest frame the detector called speech arrived (an utterance's or a click's), on the call's clock
         self._pcm: list[np.ndarray] | None = None # its audio so far
         self._ending = ending('') # what its words say
         self._offered: str | None = None # what an answer may have started on in this pause ('': the audio; None: nothing)
@@ -284,6 +285,7 @@ class TurnTaker:
                 out.append(CallerStarted(self.utterance, self._pcm[0]))
             elif isinstance(ev, TurnEnded) and self.utterance is not None:
                 out.append(self._turn_over(ev, at, f'{ep.hangover_ms:.0f} ms of silence, the longest wait'))
+        if ep.silence_ms == 0 and ep.last_voiced is not None: self.voiced_at = at
         if self.utterance is None: return out
         self.spoke_at = at
         quiet = ep.silence_ms

@@ -109,6 +109,31 @@ async def test_without_eager_answering_the_transcript_follows_the_endpoint():
     assert t.endpoint <= t.transcript <= t.first_sent
 
 
+class LengthSTT(EchoSTT):
+    "Transcribes an utterance as its length, to tell which audio was transcribed."
+    async def transcribe(self, pcm, sr=8000): return f'{len(pcm) / sr:.1f} seconds of talk'
+
+
+async def test_a_quick_answer_is_not_heard_in_a_pause_shorter_than_speak_after_ms():
+    call, tw = make_call(turn=TurnSettings(eager_ms=0))
+    call.ear.stt = LengthSTT()
+    runner = asyncio.create_task(call.run())
+    await until(lambda: [t.kind for t in call.turns] == ['greeting'])
+    sent = len(tw.sent)
+    await talk(call, np.r_[voiced(0.8), silence(0.7)], 0.001)  # the turn ends at 400 ms of silence
+    await until(lambda: (r := call.bot.reply) is not None and r.rec.kind == 'reply' and r.rec.first_audio is not None)
+    await asyncio.sleep(0.05)
+    assert 'media' not in tw.events()[sent:]  # ready, and held: 700 ms of silence may be a pause
+    await talk(call, np.r_[voiced(0.8, 1), silence(1.2)], 0.001)  # the caller goes on
+    await until(lambda: len(call.turns) == 2)
+    await call.close('done'); await runner
+    reply = call.turns[1]
+    assert reply.outcome == 'replied' and float(reply.caller_text.split()[0]) >= 2.0, reply  # one turn: both stretches, the pause between
+    assert reply.first_sent - reply.speech_end >= 0.8
+    kinds = [k for _, k, _ in call.events]
+    assert 'answer_dropped' in kinds and 'barge_in' not in kinds, kinds
+
+
 class ThreeSentences(LanguageModel):
     name = 'three'
     def __init__(self): self.cancelled = False
@@ -132,7 +157,7 @@ async def start_reply(call, tw):
         return [t.kind for t in call.turns] == ['greeting']
     await until(greeted)
     greeting = len(tw.marks())
-    await talk(call, np.r_[voiced(0.6), silence(0.7)], 0.001)
+    await talk(call, np.r_[voiced(0.6), silence(1.0)], 0.001)  # the turn ends; at 800 ms of silence the reply is heard
     await until(lambda: len(tw.marks()) > greeting)
     await talk(call, silence(1.2), 0.001)  # the bot speaks, the caller listens (longer than `yield_ms`: talk now interrupts)
     return runner, tw.marks()[greeting:]
