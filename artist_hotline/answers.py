@@ -4,7 +4,7 @@
 
 # %% ../nbs/06c_answers.ipynb #a0c1e003
 from __future__ import annotations
-import asyncio, inspect, logging
+import asyncio, inspect, logging, math
 from functools import partial
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
@@ -57,15 +57,16 @@ class Bot:
                  said: Callable[[str, int], Callable[[], str | None | Awaitable] | None] = lambda words, turn: None, # told each turn's words and number; what it returns is done once the turn is over, and the line it gives said instead of a reply (None: nothing said)
                  tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
                  moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each clause of the reply)
+                 silent: Callable[[], float] = lambda: math.inf, # how long the caller has been silent, in seconds on the call's clock
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
-        self.said, self.tool, self.moderator = said, tool, moderator
+        self.said, self.tool, self.moderator, self.silent = said, tool, moderator, silent
         self.tools = tool_specs(memory.persona.tools) if tool is not None and llm.takes_tools else [] # offered to the model
         self._grams: set | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
         self.reply: Answer | None = None # what the bot is answering or saying
-        self.quiet = asyncio.Event() # the caller has been silent `turn.speak_after_ms` (the call keeps it): a reply is first heard only then
+        self.quiet = asyncio.Event() # the caller has been silent `turn.speak_after_ms` (the call keeps it at each frame): a reply is first heard only then
         self.quiet.set()
 
     @property
@@ -254,9 +255,12 @@ async def _play(self: Bot, ans: Answer, reply: SpokenReply) -> None:
 async def _after_silence(self: Bot, ans: Answer) -> None:
     "Once the turn is over, a reply waits until the caller has been silent `speak_after_ms` (a shorter pause may be mid-sentence); twice that at most, if they keep making sounds."
     await ans.over.wait()
-    if ans.rec.kind != 'reply' or self.quiet.is_set(): return
-    try: await asyncio.wait_for(self.quiet.wait(), 2 * self.settings.turn.speak_after_ms / 1000)
-    except asyncio.TimeoutError: pass
+    if ans.rec.kind != 'reply': return
+    floor, loop = self.settings.turn.speak_after_ms / 1000, asyncio.get_running_loop()
+    give_up = loop.time() + 2 * floor
+    while not self.quiet.is_set() and (wait := floor - self.silent()) > 0 and (left := give_up - loop.time()) > 0:
+        try: await asyncio.wait_for(self.quiet.wait(), min(wait, left))  # set at the frame that completes the silence...
+        except asyncio.TimeoutError: pass  # ...or, if no frame comes, the clock says it
 
 @patch
 async def _admit(self: Bot, ans: Answer) -> None:

@@ -88,7 +88,7 @@ class Call:
         self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
                        providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
                        send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said,
-                       tool=self._tool, moderator=providers.moderator)
+                       tool=self._tool, moderator=providers.moderator, silent=lambda: self.clock() - self.turn_taker.voiced_at)
         self._pending = b'' # inbound µ-law short of a whole frame
         self._inbound_ms: int | None = None # how far the caller's audio reaches on the stream's clock (Media timestamps): a later one means media was lost
         self.lost_ms = 0 # caller audio lost on the way, filled with silence (an event at the end)

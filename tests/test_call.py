@@ -134,6 +134,17 @@ async def test_a_quick_answer_is_not_heard_in_a_pause_shorter_than_speak_after_m
     assert 'answer_dropped' in kinds and 'barge_in' not in kinds, kinds
 
 
+async def test_with_no_frames_coming_a_reply_still_waits_for_the_silence_then_speaks():
+    call, tw = make_call(turn=TurnSettings(eager_ms=0), clock=Clock())  # the wall clock: the audio is fed faster than it
+    runner = asyncio.create_task(call.run())
+    await until(lambda: [t.kind for t in call.turns] == ['greeting'])
+    await talk(call, np.r_[voiced(0.8), silence(0.5)], 0.001)  # then no more frames
+    await until(lambda: len(call.turns) == 2, timeout=10)
+    await call.close('done'); await runner
+    reply = call.turns[1]
+    assert reply.outcome == 'replied' and reply.first_sent - reply.speech_end >= 0.8, reply
+
+
 class ThreeSentences(LanguageModel):
     name = 'three'
     def __init__(self): self.cancelled = False

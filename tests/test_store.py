@@ -102,6 +102,12 @@ async def test_sql_runs_off_the_event_loop(store):
     assert len(await store.list_calls(limit=100)) == 40
 
 
+class FrameClock:
+    "A call's clock that moves 20 ms with each frame fed."
+    def __init__(self): self.t = 0.
+    def __call__(self): return self.t
+
+
 def speechlike(seconds, seed=0):
     rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000
     phase = 2 * np.pi * np.cumsum(130 + 20 * np.sin(2 * np.pi * 0.7 * t + seed)) / 8000
@@ -115,12 +121,14 @@ async def test_a_conversation_through_the_sink(store):
     async def send(frame):
         d = json.loads(frame)
         if d['event'] == 'mark': asyncio.get_running_loop().call_soon(call.feed, Mark('MZ1', d['mark']['name']))
+    clock = FrameClock()  # the call's times are the audio's: its second of silence after each turn is a second
     call = Call(Start('MZ1', 'CA42'), Providers(EchoSTT(['hello who is this', 'i make pots']), CannedLLM('Nice. What do you make?'),
-                ToneTTS()), load_persona(), send, sink=sink, caller='+15550000042')
+                ToneTTS()), load_persona(), send, sink=sink, caller='+15550000042', clock=clock)
     runner = asyncio.create_task(call.run())
     await asyncio.sleep(0.05)
     for i in range(2):
         for f in frames(np.r_[speechlike(0.8, i), np.zeros(8000, np.int16)]):
+            clock.t += 0.02
             call.feed(Media('MZ1', ulaw_encode(f).tobytes())); await asyncio.sleep(0.001)
         await asyncio.sleep(0.1)
     call.record.key('5')
