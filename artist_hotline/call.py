@@ -137,8 +137,8 @@ class Call:
         tt, bot, now = self.turn_taker, self.bot, self.clock()
         self._act(tt.push(ulaw_decode(ulaw), now, self.ear.hearing))
         if tt.speaking and bot.busy: self._over_bot()
-        if ((now - tt.voiced_at) * 1000 >= self.settings.turn.speak_after_ms) is not bot.quiet.is_set():
-            bot.quiet.clear() if bot.quiet.is_set() else bot.quiet.set()
+        quiet = (now - tt.voiced_at) * 1000 >= self.settings.turn.speak_after_ms
+        if quiet is not bot.quiet.is_set(): bot.quiet.set() if quiet else bot.quiet.clear()
 
     def _key(self, digit: str) -> None:
         "A key pressed: recorded, and acted on as the persona's keypad menu says (`Persona.keys`)."

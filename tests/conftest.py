@@ -82,6 +82,12 @@ def wait_health(port: int, proc) -> dict:
             time.sleep(0.1)
 
 
+class FrameClock:
+    "A call's clock that moves 20 ms with each frame fed: its times are the audio's, however fast the test runs."
+    def __init__(self): self.t = 0.
+    def __call__(self): return self.t
+
+
 def voiced(seconds: float, seed: int = 0) -> np.ndarray:
     "A vowel-like voiced signal with a syllable rhythm (8 kHz int16): both detectors take it for speech."
     rng = np.random.default_rng(seed); n = int(seconds * 8000); t = np.arange(n) / 8000

@@ -10,7 +10,7 @@ from artist_hotline.settings import CallSettings, TurnSettings
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, LanguageModel, ProviderError, Providers, TextToSpeech, ToneTTS
 from artist_hotline.twilio import Mark, Media, Start, Stop
-from conftest import voiced
+from conftest import FrameClock, voiced
 
 
 class FakeTwilio:
@@ -25,12 +25,6 @@ class FakeTwilio:
 
 
 def silence(seconds): return np.zeros(int(seconds * 8000), np.int16)
-
-
-class FrameClock:
-    "The call's clock moves 20 ms with each frame fed: its times are the audio's, however fast the test runs."
-    def __init__(self): self.t = 0.
-    def __call__(self): return self.t
 
 
 async def talk(call, pcm, pace=0.0):

@@ -11,6 +11,7 @@ from artist_hotline.call import Call
 from artist_hotline.records import CallRecord, TurnRecord
 from artist_hotline.persona import load_persona
 from artist_hotline.providers import CannedLLM, EchoSTT, Providers, ToneTTS
+from conftest import FrameClock
 from artist_hotline.store import (SCHEMA_VERSION, Store, StoreSink, database_url, is_anonymous, latency_ms,
                                   plain_summary, utcnow)
 from artist_hotline.twilio import Mark, Media, Start
@@ -100,12 +101,6 @@ async def test_sql_runs_off_the_event_loop(store):
     # many concurrent writers (SQLite: serialised on one thread; PostgreSQL: the pool)
     await asyncio.gather(*[store.start_call(f'CA{i}', f'+1555000{i:04d}') for i in range(40)])
     assert len(await store.list_calls(limit=100)) == 40
-
-
-class FrameClock:
-    "A call's clock that moves 20 ms with each frame fed."
-    def __init__(self): self.t = 0.
-    def __call__(self): return self.t
 
 
 def speechlike(seconds, seed=0):
