@@ -88,7 +88,7 @@ class Call:
         self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
                        providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
                        send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said,
-                       tool=self._tool, moderator=providers.moderator, silent=lambda: self.clock() - self.turn_taker.voiced_at)
+                       tool=self._tool, moderator=providers.moderator, silent=lambda: self.clock() - self.turn_taker.sounded_at)
         self._pending = b'' # inbound µ-law short of a whole frame
         self._inbound_ms: int | None = None # how far the caller's audio reaches on the stream's clock (Media timestamps): a later one means media was lost
         self.lost_ms = 0 # caller audio lost on the way, filled with silence (an event at the end)
@@ -137,7 +137,7 @@ class Call:
         tt, bot, now = self.turn_taker, self.bot, self.clock()
         self._act(tt.push(ulaw_decode(ulaw), now, self.ear.hearing))
         if tt.speaking and bot.busy: self._over_bot()
-        quiet = (now - tt.voiced_at) * 1000 >= self.settings.turn.speak_after_ms
+        quiet = (now - tt.sounded_at) * 1000 >= self.settings.turn.speak_after_ms
         if quiet is not bot.quiet.is_set(): bot.quiet.set() if quiet else bot.quiet.clear()
 
     def _key(self, digit: str) -> None:

@@ -75,6 +75,7 @@ class TurnSettings(_Part):
     give_way_ms: int = Field(300, ge=20, le=5000) # such speech this long makes the bot give way once its first words are read and are not an acknowledgement
     joins_ms: int = Field(2000, ge=0, le=5000) # as `yield_ms`, for speech that begins with a joining word ("and", "but", "so"): the caller is still telling their turn
     speak_after_ms: int = Field(800, ge=0, le=5000) # the caller's silence before a reply is first heard: a pause shorter than this never hears the bot, the answer ready and waiting (0: speak once the turn is over)
+    sound_db: int = Field(20, ge=0, le=60) # for `speak_after_ms`, a frame this far over the line's noise floor is the caller making a sound, speech or not: the start of a word the voicing gate lets through late (0: only speech counts)
 
     @model_validator(mode='after')
     def _eager_within_hangover(self):

@@ -17,7 +17,7 @@ from .vad import Endpointer, SpeechStarted, TurnEnded, turn_vad
 # %% auto #0
 __all__ = ['REJOIN_MS', 'BACKCHANNEL_WORDS', 'BACKCHANNEL_PHRASES', 'INTERRUPTING_WORDS', 'JOINING_WORDS', 'RecentFrames',
            'Ending', 'ending', 'Utterance', 'CallerStarted', 'CallerStopped', 'JudgeVoice', 'CallerPaused',
-           'CallerResumed', 'TurnOver', 'TurnTaker', 'backchannel', 'over_bot', 'goes_on']
+           'CallerResumed', 'TurnOver', 'NoiseFloor', 'TurnTaker', 'backchannel', 'over_bot', 'goes_on']
 
 # %% ../nbs/02b_turns.ipynb #e8076fdd
 class RecentFrames:
@@ -133,6 +133,35 @@ class TurnOver:
     utterance: Utterance
     pcm: np.ndarray # the whole utterance, pre-roll included
 
+# %% ../nbs/02b_turns.ipynb #06ea45c6
+class NoiseFloor:
+    "The line's noise floor, from the quietest frame of the last few seconds (minimum statistics), and whether a frame stands out of it."
+    def __init__(self, margin_db: float = 20, # a frame this far over the floor is a sound
+                 seconds: int = 3, # the floor is the quietest frame of the last `seconds` whole seconds and the one under way
+                 lowest_dbfs: float = -60, # the floor is never taken lower (a line that was digitally silent makes no room tone a sound)
+                ):
+        full = FRAME_SAMPLES * 32768. ** 2  # a frame's energy at 0 dBFS
+        self._full, self._ratio, self._lowest, self._k = full, 10 ** (margin_db / 10), full * 10 ** (lowest_dbfs / 10), seconds
+        self._blocks, self._old, self._block, self._n = [], math.inf, math.inf, 0 # the quietest frame of each past second, of them all, of this second
+
+    @property
+    def dbfs(self) -> float:
+        "The floor now, in dBFS (-inf before the first frame)."
+        e = min(self._old, self._block)
+        return -math.inf if e == math.inf else 10 * math.log10(max(e, 1e-3) / self._full)
+
+    def sound(self, pcm: np.ndarray, # the next frame: FRAME_SAMPLES int16 samples
+             ) -> bool:
+        "Take in a frame: does it stand `margin_db` over the floor (or over `lowest_dbfs`, if the floor is lower)?"
+        x = pcm.astype(np.float32)
+        e = float(x @ x)
+        if e < self._block: self._block = e
+        self._n += 1
+        if self._n == 1000 // FRAME_MS:  # a second is over: its quietest frame joins the floor, the oldest second leaves
+            self._blocks = (self._blocks + [self._block])[-self._k:]
+            self._old, self._block, self._n = min(self._blocks), math.inf, 0
+        return e > self._ratio * max(self._lowest, min(self._old, self._block))
+
 # %% ../nbs/02b_turns.ipynb #27e70214
 _EAGER = ('complete', 'number', 'one_number', 'unpunctuated') # endings worth answering in a pause ('continues' waits for more)
 REJOIN_MS = 4000 # how long after a turn ended the caller may still go on with it (when its answer was not heard)
@@ -155,7 +184,8 @@ class TurnTaker:
         self._number = number or itertools.count(1).__next__
         self.utterance: Utterance | None = None # the one under way
         self.spoke_at = 0. # when the caller last spoke (the latest frame of an utterance under way), on the call's clock
-        self.voiced_at = 0. # when the latest frame the detector called speech arrived (an utterance's or a click's), on the call's clock
+        self.sounded_at = 0. # when the caller last made a sound (a frame the detector called speech, or one `sound_db` over the noise floor), on the call's clock
+        self._floor = NoiseFloor(s.sound_db) if s.sound_db else None
         self._pcm: list[np.ndarray] | None = None # its audio so far
         self._ending = ending('') # what its words say
         self._offered: str | None = None # what an answer may have started on in this pause ('': the audio; None: nothing)
@@ -285,7 +315,8 @@ class TurnTaker:
                 out.append(CallerStarted(self.utterance, self._pcm[0]))
             elif isinstance(ev, TurnEnded) and self.utterance is not None:
                 out.append(self._turn_over(ev, at, f'{ep.hangover_ms:.0f} ms of silence, the longest wait'))
-        if ep.silence_ms == 0 and ep.last_voiced is not None: self.voiced_at = at
+        loud = self._floor is not None and self._floor.sound(pcm)  # every frame: the floor keeps up with the line
+        if loud or (ep.silence_ms == 0 and ep.last_voiced is not None): self.sounded_at = at
         if self.utterance is None: return out
         self.spoke_at = at
         quiet = ep.silence_ms

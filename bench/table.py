@@ -29,6 +29,11 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)] + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows])
 
 
+def name(r: dict) -> str:
+    "The row's mode, or the commit it measured when the bench ran another checkout's code (`code_under_test`)."
+    return f"{SHORT[r['mode']]}, before ({r['code_under_test'].split(',')[0]})" if 'code_under_test' in r else SHORT[r['mode']]
+
+
 def missed(r: dict) -> str:
     if not r.get('goals_apply', True): return '(not checked)'
     m = [k for k, ok in r.get('goals', {}).items() if not ok]
@@ -41,7 +46,7 @@ def turns_tables(rs: list[dict]) -> str:
         s = r['summary']
         p5, p7, n = s['pauses']['pause 500'], s['pauses']['pause 700'], s['noise']
         early = s['sentences_bot_heard_early'] + p5['bot_heard_before_sentence_over'] + p7['bot_heard_before_sentence_over']
-        rows.append([SHORT[r['mode']], pair(s['end_after_sentence']), f"{p5['turn_ended_in_pause']}/{p5['cases']} / {p7['turn_ended_in_pause']}/{p7['cases']}",
+        rows.append([name(r), pair(s['end_after_sentence']), f"{p5['turn_ended_in_pause']}/{p5['cases']} / {p7['turn_ended_in_pause']}/{p7['cases']}",
                      early, f"{s['numbers_one_turn']}/{s['numbers']}", f"{s['digits_a_turn']}/{s['digits']}",
                      'n/a' if n['per_minute'] is None else f"{n['per_minute']:.1f} ({n['false_turns']} in {n['minutes']:.1f} min)",
                      f"{n['cases_replied_to']}/{n['cases']}", pair(s['v2v']), pair(s['word_lag']), missed(r)])
@@ -56,14 +61,14 @@ def turns_tables(rs: list[dict]) -> str:
     why_rows = [[grp, why] + [reasons[(grp, why)].get(r['mode'], 0) for r in rs]
                 for grp, why in sorted(reasons, key=lambda k: (groups.index(k[0]), -sum(reasons[k].values())))]
     return table(head, rows) + '\n\nTurns per end reason (the server\'s `end_reason`, numbers taken out):\n\n' + \
-        table(['cases', 'end reason'] + [SHORT[r['mode']] for r in rs], why_rows)
+        table(['cases', 'end reason'] + [name(r) for r in rs], why_rows)
 
 
 def latency_table(rs: list[dict]) -> str:
     rows = []
     for r in rs:
         s, st = r['summary'], r['summary']['stages_after_end_p50']
-        rows.append([SHORT[r['mode']], f"{s['replied']}/{s['turns']}", f"{ms(s['v2v']['p50'])} / {ms(s['v2v']['p90'])} / {ms(s['v2v']['p95'])}",
+        rows.append([name(r), f"{s['replied']}/{s['turns']}", f"{ms(s['v2v']['p50'])} / {ms(s['v2v']['p90'])} / {ms(s['v2v']['p95'])}",
                      ms(s['v2v_sentences']['p50']), ms(s['v2v_digits']['p50']), ms(st['endpoint']), ms(st.get('words_ready')), ms(st['first_token']),
                      ms(st['first_audio']), ms(s['first_frame']['p50']), missed(r)])
     return table(['mode', 'replied', 'voice to voice p50 / p90 / p95', 'sentences p50', 'digits p50', 'turn over p50', 'words ready p50',
@@ -74,7 +79,7 @@ def interruptions_table(rs: list[dict]) -> str:
     rows = []
     for r in rs:
         b, n, i = (r['summary'][k] for k in ('backchannel', 'noise', 'interruption'))
-        rows.append([SHORT[r['mode']], f"{b['stopped']} of {b['over_bot']}", f"{n['stopped']} of {n['over_bot']}", f"{i['stopped']} of {i['over_bot']}",
+        rows.append([name(r), f"{b['stopped']} of {b['over_bot']}", f"{n['stopped']} of {n['over_bot']}", f"{i['stopped']} of {i['over_bot']}",
                      f"{ms(i['stop_after_p50'])} / {ms(i['stop_after_max'])}", f"{i['answered']} of {i['over_bot']}",
                      missed(r)])
     return table(['mode', 'backchannels that stopped the bot', 'noises that stopped it', 'interruptions that stopped it',
@@ -84,10 +89,9 @@ def interruptions_table(rs: list[dict]) -> str:
 def callers_table(rs: list[dict]) -> str:
     rows = []
     for r in rs:
-        name = 'before (24cd5aa)' if 'code_under_test' in r else SHORT[r['mode']]
         for st in r['steps']:
             s = st['summary']
-            rows.append([name, str(s['callers']), f"{s['answered']} of {s['turns']}", f"{ms(s['v2v']['p50'])} / {ms(s['v2v']['p90'])} / {ms(s['v2v']['max'])}",
+            rows.append([name(r), str(s['callers']), f"{s['answered']} of {s['turns']}", f"{ms(s['v2v']['p50'])} / {ms(s['v2v']['p90'])} / {ms(s['v2v']['max'])}",
                          str(s['split_turns']), 'yes' if s['ok'] else 'no'])
     return table(['code', 'callers at once', 'turns answered', 'voice to voice p50 / p90 / max', 'utterances answered in two parts',
                   'every turn answered, p90 <= 1.5 s'], rows)

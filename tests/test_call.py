@@ -128,6 +128,27 @@ async def test_a_quick_answer_is_not_heard_in_a_pause_shorter_than_speak_after_m
     assert 'answer_dropped' in kinds and 'barge_in' not in kinds, kinds
 
 
+@pytest.mark.parametrize('sound_db', [20, 0])
+async def test_a_pause_before_a_word_that_begins_unvoiced_does_not_hear_the_bot(sound_db):
+    "The voicing gate opens late on a hiss ('h', 's'): by the detector alone the caller was silent 900 ms; by sound, 500."
+    rng = np.random.default_rng(0)
+    line = lambda pcm: (pcm + rng.normal(0, 46, len(pcm))).astype(np.int16)  # the line's own noise, -57 dBFS
+    hiss = (rng.normal(0, 1460, 3200)).astype(np.int16)  # 400 ms at -27 dBFS: no pitch, so not speech to the gate
+    call, tw = make_call(turn=TurnSettings(eager_ms=0, sound_db=sound_db))
+    call.ear.stt = LengthSTT()
+    runner = asyncio.create_task(call.run())
+    await until(lambda: [t.kind for t in call.turns] == ['greeting'])
+    sent = len(tw.sent)
+    await talk(call, line(np.r_[voiced(0.8), silence(0.5), hiss]), 0.001)  # the turn ends in the pause; its answer is ready
+    await until(lambda: (r := call.bot.reply) is not None and r.rec.kind == 'reply' and r.rec.first_audio is not None)
+    await asyncio.sleep(0.05)
+    assert ('media' in tw.events()[sent:]) == (sound_db == 0)  # only speech counting, the hiss ends the 800 ms wait
+    await talk(call, line(np.r_[voiced(0.8, 1), silence(1.2)]), 0.001)
+    await until(lambda: len(call.turns) >= 2)
+    await call.close('done'); await runner
+    if sound_db: assert 'barge_in' not in [k for _, k, _ in call.events] and call.turns[1].outcome == 'replied'
+
+
 async def test_with_no_frames_coming_a_reply_still_waits_for_the_silence_then_speaks():
     call, tw = make_call(turn=TurnSettings(eager_ms=0), clock=Clock())  # the wall clock: the audio is fed faster than it
     runner = asyncio.create_task(call.run())
