@@ -134,6 +134,7 @@ async def simulated_calls(db_url: str, # DATABASE_URL of the store to fill
                           profile: str = 'typical', # the fake cloud's latency profile
                           tts_speed: float = 20., # speech streams this many times faster than real time
                           turn: object = None, # the server's turn-taking settings (`TurnSettings`; None: the defaults)
+                          reply_timeout_s: float = 60., # the longest the caller waits for a reply (a busy machine's fake cloud is slow to hear)
                          ) -> list[str]:
     "Phone the hotline (cloud SDKs on the fake cloud) with the demo caller, keeping each call in the store; returns the call sids."
     from aiohttp import web
@@ -156,7 +157,7 @@ async def simulated_calls(db_url: str, # DATABASE_URL of the store to fill
             await site.start()
             base = f'http://127.0.0.1:{runner.addresses[0][1]}'
             for script in scripts or [[0, 1, 2], [0, 3]]:
-                sim = await simulate_call(base, [steps[i] for i in script], speed=0, reply_timeout_s=20, from_=caller)
+                sim = await simulate_call(base, [steps[i] for i in script], speed=0, reply_timeout_s=reply_timeout_s, from_=caller)
                 sids.append(sim.call_sid)
         finally: await runner.cleanup()  # waits for the calls' records and recordings
     return sids
