@@ -137,7 +137,7 @@ class TurnOver:
 class NoiseFloor:
     "The line's noise floor, from the quietest frame of the last few seconds (minimum statistics), and whether a frame stands out of it."
     def __init__(self, margin_db: float = 20, # a frame this far over the floor is a sound
-                 seconds: int = 3, # the floor is the quietest frame of the last `seconds` whole seconds and the one under way
+                 seconds: int = 3, # the floor is the quietest frame of the last `seconds` whole seconds of frames it was given, and the one under way
                  lowest_dbfs: float = -60, # the floor is never taken lower (a line that was digitally silent makes no room tone a sound)
                 ):
         full = FRAME_SAMPLES * 32768. ** 2  # a frame's energy at 0 dBFS
@@ -315,8 +315,8 @@ class TurnTaker:
                 out.append(CallerStarted(self.utterance, self._pcm[0]))
             elif isinstance(ev, TurnEnded) and self.utterance is not None:
                 out.append(self._turn_over(ev, at, f'{ep.hangover_ms:.0f} ms of silence, the longest wait'))
-        loud = self._floor is not None and self._floor.sound(pcm)  # every frame: the floor keeps up with the line
-        if loud or (ep.silence_ms == 0 and ep.last_voiced is not None): self.sounded_at = at
+        speech = ep.silence_ms == 0 and ep.last_voiced is not None
+        if speech or (self._floor is not None and self._floor.sound(pcm)): self.sounded_at = at  # speech is a sound, and never the floor: only the other frames are weighed
         if self.utterance is None: return out
         self.spoke_at = at
         quiet = ep.silence_ms
