@@ -62,7 +62,7 @@ class Bot:
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
         self.said, self.tool, self.moderator, self.silent = said, tool, moderator, silent
         self.tools = tool_specs(memory.persona.tools) if tool is not None and llm.takes_tools else [] # offered to the model
-        self._grams: set | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
+        self._grams: frozenset | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
         self.clock = record.now
         self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
         self.reply: Answer | None = None # what the bot is answering or saying

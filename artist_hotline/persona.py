@@ -9,7 +9,7 @@ __all__ = ['RECORD_POLICIES', 'TOOLS', 'KEY_ACTIONS', 'DEFAULT_PERSONA', 'DEFAUL
            'persona_for', 'Memory']
 
 # %% ../nbs/04_persona.ipynb #a7484b0e
-import os, re, tomllib
+import functools, os, re, tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -224,15 +224,16 @@ def parse_persona(text:str, # the persona as TOML
 # %% ../nbs/04_persona.ipynb #3b9cbc6e
 _PROMPT_WORD = re.compile(r"[a-z0-9']+")
 
+@functools.lru_cache(maxsize=64)
 def prompt_grams(prompt:str, # a system prompt
                  n:int=8, # words in a row
-                )->set:
-    "Every run of `n` words of `prompt`, lowercase, to recognise it quoted."
+                )->frozenset:
+    "Every run of `n` words of `prompt`, lowercase, to recognise it quoted (one set per prompt, however many calls ask)."
     w = _PROMPT_WORD.findall(prompt.lower())
-    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+    return frozenset(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
 
 def quotes_prompt(text:str, # a reply, or its latest part
-                  grams:set, # `prompt_grams` of the prompt
+                  grams:frozenset, # `prompt_grams` of the prompt
                   n:int=8, # as given to `prompt_grams`
                  )->bool:
     "Does `text` repeat `n` words in a row of the prompt?"
