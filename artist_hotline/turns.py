@@ -138,7 +138,7 @@ class NoiseFloor:
     "The line's noise floor, from the quietest frame of the last few seconds (minimum statistics), and whether a frame stands out of it."
     def __init__(self, margin_db: float = 20, # a frame this far over the floor is a sound
                  seconds: int = 3, # the floor is the quietest frame of the last `seconds` whole seconds of frames it was given, and the one under way
-                 lowest_dbfs: float = -60, # the floor is never taken lower (a line that was digitally silent makes no room tone a sound)
+                 lowest_dbfs: float = -60, # quieter frames are never the floor, and it is this until a louder frame comes (digital silence makes no room tone a sound)
                 ):
         full = FRAME_SAMPLES * 32768. ** 2  # a frame's energy at 0 dBFS
         self._full, self._ratio, self._lowest, self._k = full, 10 ** (margin_db / 10), full * 10 ** (lowest_dbfs / 10), seconds
@@ -146,21 +146,22 @@ class NoiseFloor:
 
     @property
     def dbfs(self) -> float:
-        "The floor now, in dBFS (-inf before the first frame)."
+        "The floor now, in dBFS (`lowest_dbfs` until a louder frame has come)."
         e = min(self._old, self._block)
-        return -math.inf if e == math.inf else 10 * math.log10(max(e, 1e-3) / self._full)
+        return 10 * math.log10((self._lowest if e == math.inf else e) / self._full)
 
     def sound(self, pcm: np.ndarray, # the next frame: FRAME_SAMPLES int16 samples
              ) -> bool:
-        "Take in a frame: does it stand `margin_db` over the floor (or over `lowest_dbfs`, if the floor is lower)?"
+        "Take in a frame: does it stand `margin_db` over the floor?"
         x = pcm.astype(np.float32)
         e = float(x @ x)
-        if e < self._block: self._block = e
+        if self._lowest <= e < self._block: self._block = e  # digital silence is no floor
         self._n += 1
         if self._n == 1000 // FRAME_MS:  # a second is over: its quietest frame joins the floor, the oldest second leaves
             self._blocks = (self._blocks + [self._block])[-self._k:]
             self._old, self._block, self._n = min(self._blocks), math.inf, 0
-        return e > self._ratio * max(self._lowest, min(self._old, self._block))
+        f = min(self._old, self._block)
+        return e > self._ratio * (self._lowest if f == math.inf else f)
 
 # %% ../nbs/02b_turns.ipynb #27e70214
 _EAGER = ('complete', 'number', 'one_number', 'unpunctuated') # endings worth answering in a pause ('continues' waits for more)
