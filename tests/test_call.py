@@ -150,6 +150,30 @@ async def test_a_pause_before_a_word_that_begins_unvoiced_does_not_hear_the_bot(
     if sound_db: assert 'barge_in' not in [k for _, k, _ in call.events] and call.turns[1].outcome == 'replied'
 
 
+async def test_a_lost_packet_on_a_noisy_line_does_not_make_the_noise_a_sound():
+    "The call fills a lost media message with digital silence; that is no noise floor, so the kitchen after it stays quiet."
+    rng = np.random.default_rng(1)
+    kitchen = lambda s: rng.normal(0, 460, int(s * 8000)).astype(np.int16)  # -37 dBFS of steady noise
+    call, tw = make_call(turn=TurnSettings(eager_ms=0))
+    call.ear.stt = LengthSTT()
+    runner = asyncio.create_task(call.run())
+    await until(lambda: [t.kind for t in call.turns] == ['greeting'])
+    ms = 0
+    for part in (kitchen(4), kitchen(1), np.r_[voiced(0.8) + kitchen(0.8), kitchen(1.2)]):
+        for f in frames(part):
+            call.clock.t += 0.02
+            call.feed(Media('MZ1', ulaw_encode(f).tobytes(), timestamp=ms))
+            ms += 20
+            await asyncio.sleep(0.001)
+        ms += 20  # one media message lost after each part: the call puts in 20 ms of digital silence
+        call.clock.t += 0.02
+    assert call.lost_ms == 40
+    await until(lambda: (r := call.bot.reply) is not None and r.rec.kind == 'reply' and r.rec.first_audio is not None)
+    assert call.bot.quiet.is_set()  # 1.2 s of the kitchen after the turn is silence, lost packet or not
+    await until(lambda: 'media' in tw.events()[-1:] or 'mark' in tw.events()[-1:])
+    await call.close('done'); await runner
+
+
 async def test_with_no_frames_coming_a_reply_still_waits_for_the_silence_then_speaks():
     call, tw = make_call(turn=TurnSettings(eager_ms=0), clock=Clock())  # the wall clock: the audio is fed faster than it
     runner = asyncio.create_task(call.run())
