@@ -145,10 +145,15 @@ class NoiseFloor:
         self._blocks, self._old, self._block, self._n = [], math.inf, math.inf, 0 # the quietest frame of each past second, of them all, of this second
 
     @property
-    def dbfs(self) -> float:
-        "The floor now, in dBFS (`lowest_dbfs` until a louder frame has come)."
+    def energy(self) -> float:
+        "The floor now, as a frame's energy (`lowest_dbfs` until a louder frame has come)."
         e = min(self._old, self._block)
-        return 10 * math.log10((self._lowest if e == math.inf else e) / self._full)
+        return self._lowest if e == math.inf else e
+
+    @property
+    def dbfs(self) -> float:
+        "The floor now, in dBFS."
+        return 10 * math.log10(self.energy / self._full)
 
     def sound(self, pcm: np.ndarray, # the next frame: FRAME_SAMPLES int16 samples
              ) -> bool:
@@ -160,8 +165,7 @@ class NoiseFloor:
         if self._n == 1000 // FRAME_MS:  # a second is over: its quietest frame joins the floor, the oldest second leaves
             self._blocks = (self._blocks + [self._block])[-self._k:]
             self._old, self._block, self._n = min(self._blocks), math.inf, 0
-        f = min(self._old, self._block)
-        return e > self._ratio * (self._lowest if f == math.inf else f)
+        return e > self._ratio * self.energy
 
 # %% ../nbs/02b_turns.ipynb #27e70214
 _EAGER = ('complete', 'number', 'one_number', 'unpunctuated') # endings worth answering in a pause ('continues' waits for more)
