@@ -58,13 +58,14 @@ class Bot:
                  tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
                  moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each clause of the reply)
                  silent: Callable[[], float] = lambda: math.inf, # how long the caller has been silent, in seconds on the call's clock
+                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a stretch of it plays (the server's `Stalls.lead`)
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
         self.said, self.tool, self.moderator, self.silent = said, tool, moderator, silent
         self.tools = tool_specs(memory.persona.tools) if tool is not None and llm.takes_tools else [] # offered to the model
         self._grams: frozenset | None = None # the persona prompt's runs of words (`persona.prompt_grams`), made at the first reply
         self.clock = record.now
-        self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent)
+        self.playout = Playout(record.stream_sid, send, self.clock, settings.media_ms, recorder, closed=closed, sent=self._sent, lead=lead)
         self.reply: Answer | None = None # what the bot is answering or saying
         self.quiet = asyncio.Event() # the caller has been silent `turn.speak_after_ms` (the call keeps it at each frame): a reply is first heard only then
         self.quiet.set()

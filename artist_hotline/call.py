@@ -74,6 +74,7 @@ class Call:
                  actions: Actions | None = None, # what tools do beyond the call's audio: texts, e-mail, the handoff (default: none of it)
                  taking: bool = False, # the call begins by taking a message (it came back from an unanswered handoff)
                  first_turn: int = 1, # its first turn's number (a second stream carries on the first's)
+                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a stretch of it plays (the server's `Stalls.lead`)
                 ):
         self.settings = s = settings or CallSettings()
         self.start, self.providers, self.notice, self._hangup, self.opt_out = start, providers, notice, hangup, opt_out
@@ -88,7 +89,8 @@ class Call:
         self.bot = Bot(self.record, Memory(persona, max_turns=s.max_history_turns, max_chars=s.max_history_chars, caller_summary=caller_summary),
                        providers.llm, VoiceSession(providers.tts, providers.stream_tts, s, self.record.event, self.clock, persona.fallback_lines, fallback_audio),
                        send, s, self._tasks, CallRecorder() if record else None, closed=lambda why: self._tasks.spawn(self.close(why)), said=self._said,
-                       tool=self._tool, moderator=providers.moderator, silent=lambda: self.clock() - self.turn_taker.sounded_at)
+                       tool=self._tool, moderator=providers.moderator, silent=lambda: self.clock() - self.turn_taker.sounded_at,
+                       lead=lead)
         self._pending = b'' # inbound µ-law short of a whole frame
         self._inbound_ms: int | None = None # how far the caller's audio reaches on the stream's clock (Media timestamps): a later one means media was lost
         self.lost_ms = 0 # caller audio lost on the way, filled with silence (an event at the end)

@@ -43,7 +43,8 @@ def make_providers(settings: Settings, # the server's settings
                                                   calls_per_core=s.whisper_calls_per_core),
            'pocketsphinx': lambda: offline.SphinxSTT()}[stt_kind]()
     stream = {'openai': lambda: (realtime.HttpOpenAIRealtimeSTT if http else realtime.OpenAIRealtimeSTT)(
-                  model=s.stt_stream_model, delay=None if s.stt_stream_delay == 'default' else s.stt_stream_delay, **openai_kw),
+                  model=s.stt_stream_model, delay=None if s.stt_stream_delay == 'default' else s.stt_stream_delay,
+                  commit_pauses=s.stt_commit_pauses, **openai_kw),
               'whisper': lambda: stt, 'pocketsphinx': lambda: stt}[stt_kind]() if s.stt_streaming else None  # the offline engines stream themselves
     llm = {'openai': lambda: (wire.HttpOpenAIChat if http else cloud.OpenAIChat)(model=s.llm_model, **openai_kw),
            'scripted': lambda: offline.ScriptedBrain(persona)}

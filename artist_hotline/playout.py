@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_playout.ipynb #25ff816a
 from __future__ import annotations
-import asyncio, time
+import asyncio, collections, time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -15,7 +15,7 @@ from .providers import Speech
 from .twilio import Clear, OutMark, OutMedia, serialize
 
 # %% auto #0
-__all__ = ['Clock', 'CallRecorder', 'Piece', 'Playout']
+__all__ = ['Clock', 'CallRecorder', 'Piece', 'Playout', 'Stalls']
 
 # %% ../nbs/06a_playout.ipynb #2f75a054
 class Clock:
@@ -72,8 +72,10 @@ class Playout:
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
                  sent: Callable[[object, float, float], None] = lambda turn, at, seconds: None, # told as each media message of a turn leaves
+                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a stretch of it starts playing (`Stalls.lead`)
                 ):
         self.stream_sid, self._send, self.clock, self.recorder, self._closed, self._sent = stream_sid, send, clock, recorder, closed, sent
+        self.lead = lead
         self._step = max(1, media_ms // FRAME_MS) * FRAME_SAMPLES
         self._q: asyncio.Queue = asyncio.Queue() # (message, turn or None)
         self._rest, self._rest_turn = b'', None # audio short of a whole frame, kept for the next chunk
@@ -81,6 +83,14 @@ class Playout:
         self._pieces: dict[str, Piece] = {} # by mark name
         self._marks = 0
         self.played_at = 0. # when Twilio last said a piece had played, on the call's clock
+        self._queued, self._more = 0., asyncio.Event() # seconds of speech waiting in the queue; set as more comes
+        self._until = 0. # when the speech sent so far will have played, on the call's clock
+        self._clears = 0 # clears so far: speech held across one is dropped
+
+    def _put(self, msg: OutMedia, turn) -> None:
+        self._q.put_nowait((msg, turn))
+        self._queued += len(msg.payload) / SAMPLE_RATE
+        self._more.set()
 
     def audio(self, turn, # the turn the audio belongs to
               ulaw: bytes, # 8 kHz µ-law, any length
@@ -90,12 +100,12 @@ class Playout:
         buf = self._rest + ulaw
         cut = len(buf) - len(buf) % FRAME_SAMPLES
         self._rest, self._rest_turn = buf[cut:], turn
-        for i in range(0, cut, self._step): self._q.put_nowait((OutMedia(self.stream_sid, buf[i:min(i + self._step, cut)]), turn))
+        for i in range(0, cut, self._step): self._put(OutMedia(self.stream_sid, buf[i:min(i + self._step, cut)]), turn)
         self._open = turn
 
     def _flush(self) -> None:
         "Send the audio short of a frame, padded with silence to one."
-        if self._rest: self._q.put_nowait((OutMedia(self.stream_sid, self._rest + bytes([ULAW_SILENCE]) * (FRAME_SAMPLES - len(self._rest))), self._rest_turn))
+        if self._rest: self._put(OutMedia(self.stream_sid, self._rest + bytes([ULAW_SILENCE]) * (FRAME_SAMPLES - len(self._rest))), self._rest_turn)
         self._rest, self._rest_turn = b'', None
 
     def mark(self, turn, # the turn the piece belongs to
@@ -154,14 +164,31 @@ class Playout:
             _, turn = self._q.get_nowait()
             if turn is not None: cut.setdefault(id(turn), turn)
         if self.busy or self._open is not None: self._q.put_nowait((Clear(self.stream_sid), None))
-        self._rest, self._rest_turn, self._open = b'', None, None
+        self._rest, self._rest_turn, self._open, self._queued, self._until = b'', None, None, 0., 0.  # Twilio drops its buffer: nothing is left to play
+        self._clears += 1
+        self._more.set()  # a stretch held for its lead is dropped at once
         for p in self._pieces.values(): p.cleared = True
         return list(cut.values())
+
+    async def _hold(self, hold: float) -> bool:
+        "A stretch of speech starts: wait until `hold` seconds more of it are in hand, or `hold` seconds have passed; was it cleared meanwhile?"
+        clears, loop = self._clears, asyncio.get_running_loop()
+        end = loop.time() + hold
+        while self._queued < hold and self._clears == clears and (left := end - loop.time()) > 0:
+            self._more.clear()
+            try: await asyncio.wait_for(self._more.wait(), left)
+            except TimeoutError: break
+        return self._clears != clears
 
     async def run(self) -> None:
         "The sender task: serialize each message at the socket and write it; report each turn's audio as it leaves."
         while True:
             msg, turn = await self._q.get()
+            if type(msg) is OutMedia:
+                self._queued -= len(msg.payload) / SAMPLE_RATE
+                # nothing left to play: a stall now would leave the caller in silence mid-word, so the start waits for a lead
+                if self.clock() >= self._until and (hold := self.lead()) > 0 and await self._hold(hold): continue
+                self._until = max(self._until, self.clock()) + len(msg.payload) / SAMPLE_RATE
             try: await self._send(serialize(msg))
             except (ConnectionError, RuntimeError) as e:
                 self._closed(f'socket closed: {e}')
@@ -170,3 +197,54 @@ class Playout:
             if self.recorder is not None:
                 if type(msg) is OutMedia: self.recorder.said(msg.payload)
                 elif type(msg) is Clear: self.recorder.cleared()
+
+# %% ../nbs/06a_playout.ipynb #0e020b4e
+class Stalls:
+    "How late the event loop has run lately: a task wakes every `every_ms` and keeps how late it woke, the worst of each second for `window_s`."
+    def __init__(self, every_ms: int = 20, # how often it looks
+                 window_s: int = 60, # how far back `worst` looks
+                 most_ms: int = 150, # the longest lead `lead` asks for (0: none)
+                ):
+        self.every, self.window, self.most = every_ms / 1000, window_s, most_ms / 1000
+        self._seconds: collections.deque = collections.deque() # (a second of the loop's time, the worst lateness in it), oldest first
+        self._task: asyncio.Task | None = None
+
+    def note(self, late: float, # how late the loop ran (s)
+             now: float, # when, on the loop's clock
+            ) -> None:
+        "Keep one lateness."
+        s = int(now)
+        while self._seconds and self._seconds[0][0] <= s - self.window: self._seconds.popleft()
+        if self._seconds and self._seconds[-1][0] == s: self._seconds[-1] = (s, max(late, self._seconds[-1][1]))
+        else: self._seconds.append((s, late))
+
+    @property
+    def worst(self) -> float:
+        "The worst lateness of the last `window_s` seconds (s)."
+        return max((late for _, late in self._seconds), default=0.)
+
+    def lead(self) -> float:
+        "Seconds of speech to have in hand before a stretch of it starts playing: the worst recent stall, at most `most_ms`."
+        return min(self.worst, self.most)
+
+    def forget(self) -> None:
+        "Forget the stalls so far (start-up's own say nothing about the calls')."
+        self._seconds.clear()
+
+    async def _watch(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.every)
+            now = loop.time()
+            self.note(now - t - self.every, now)
+
+    def start(self) -> None:
+        "Start watching (in the running loop)."
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        "Stop watching."
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

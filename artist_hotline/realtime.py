@@ -35,6 +35,11 @@ def transcription_session(model: str = 'gpt-realtime-whisper', # the transcripti
 log = logging.getLogger('artist_hotline.realtime')
 
 _DELTA, _DONE, _FAILED = (f'conversation.item.input_audio_transcription.{k}' for k in ('delta', 'completed', 'failed'))
+_LEAST = 800  # the least audio a commit may hold: 100 ms of µ-law
+
+async def _joined(parts: list[asyncio.Future]) -> str:
+    "A turn's transcript: the transcripts of its items, in order."
+    return ' '.join(w for w in [(await f).strip() for f in parts] if w)
 
 class RealtimeTranscript(TranscriptStream):
     "One transcription session of OpenAI's Realtime API, over whatever WebSocket client sends and receives its events."
@@ -43,15 +48,20 @@ class RealtimeTranscript(TranscriptStream):
                  name: str, # the provider, for errors
                  send: Callable[[dict], Awaitable], # sends one event
                  close: Callable[[], Awaitable], # closes the socket
+                 commit_pauses: bool = True, # commit at each pause of the caller (False: once a turn, at its end)
                 ):
         super().__init__(on_words)
+        self.commit_pauses = commit_pauses
         self.name, self._send_event, self._close_socket = name, send, close
         loop = asyncio.get_running_loop()
         self._outbox, self._updated = asyncio.Queue(), loop.create_future()
         self._commits: deque[tuple[str, asyncio.Future]] = deque()  # commits not yet acknowledged: (event id, transcript)
         self._items: dict[str, asyncio.Future] = {}  # committed items whose transcript is owed
         self._done: set[str] = set()  # items committed or cleared: their words are not the current turn's
-        self._item, self._words = None, ''  # the turn under way: its item (once a delta names it), its words
+        self._item, self._words = None, ''  # the item under way: its id (once a delta names it), its words
+        self._parts: list[tuple[asyncio.Future, str]] = []  # the turn's items committed at its pauses: (transcript, the words heard of it before)
+        self._paused = False  # was all of the turn's speech committed at the latest pause (only silence since)?
+        self._since = 0  # bytes of audio appended since the last commit
         self._ids, self.malformed, self.errors = itertools.count(1), 0, []
         self._writer = asyncio.create_task(self._write())
 
@@ -76,14 +86,43 @@ class RealtimeTranscript(TranscriptStream):
             self.lost(f'sending failed ({type(e).__name__}: {e})')
 
     def _push(self, ulaw):
+        self._since += len(ulaw)
         self._queue({'type': 'input_audio_buffer.append', 'audio': base64.b64encode(ulaw).decode()})
 
-    def _commit(self):
+    def _send_commit(self) -> asyncio.Future:
+        "Commit the audio appended so far as an item; the future of its transcript."
         eid, fut = f'commit_{next(self._ids)}', asyncio.get_running_loop().create_future()
         self._commits.append((eid, fut))
         self._queue({'type': 'input_audio_buffer.commit', 'event_id': eid})
-        self._end_turn()
+        if self._item: self._done.add(self._item)
+        self._item, self._since = None, 0
         return fut
+
+    def _pause(self):
+        "The caller stopped: commit what they said, so that its transcript comes while they are silent."
+        self._paused = self.commit_pauses and self._since >= _LEAST
+        if not self._paused: return  # the service takes 100 ms at least: a blip waits for the turn's end
+        fut = self._send_commit()
+        self._parts.append((fut, self._words.strip()))
+        self._words = ''
+        fut.add_done_callback(self._part_heard)
+
+    def _part_heard(self, fut: asyncio.Future):
+        if fut.cancelled() or fut.exception() is not None: return  # the turn's final fails with it
+        if any(f is fut for f, _ in self._parts): self.on_words(self._text())
+
+    def _text(self) -> str:
+        "The turn's words so far: each committed item's transcript (or the words heard of it, until it comes), then the item under way's."
+        done = lambda f: f.done() and not f.cancelled() and f.exception() is None
+        texts = [(f.result() if done(f) else heard).strip() for f, heard in self._parts] + [self._words.strip()]
+        return ' '.join(w for w in texts if w)
+
+    def _commit(self):
+        parts = [f for f, _ in self._parts]
+        if not self._paused or not parts or self._words.strip(): parts.append(self._send_commit())  # speech since the latest pause (or none was committed), by our ear or the service's
+        elif self._since: self._queue({'type': 'input_audio_buffer.clear'})  # only the silence since the latest pause: nothing to hear
+        self._end_turn()
+        return asyncio.ensure_future(_joined(parts))
 
     def _clear(self):
         self._queue({'type': 'input_audio_buffer.clear'})
@@ -91,7 +130,7 @@ class RealtimeTranscript(TranscriptStream):
 
     def _end_turn(self):
         if self._item: self._done.add(self._item)
-        self._item, self._words = None, ''
+        self._item, self._words, self._parts, self._paused, self._since = None, '', [], False, 0
 
     def handle(self, ev: dict, # one event from the service
               ) -> None:
@@ -105,7 +144,7 @@ class RealtimeTranscript(TranscriptStream):
                 self._item = item
             if item == self._item:
                 self._words += ev.get('delta') or ''
-                self.on_words(self._words.strip())
+                self.on_words(self._text())
         elif kind == _DONE: self._settle(ev.get('item_id'), result=ev.get('transcript') or '')
         elif kind == _FAILED:
             why = (ev.get('error') or {}).get('message') or 'no reason given'
@@ -167,11 +206,13 @@ class HttpOpenAIRealtimeSTT(StreamingSpeechToText):
                  language: str | None = 'en', # the caller's language
                  prompt: str | None = None, # words to expect
                  delay: str | None = 'low', # `gpt-realtime-whisper`'s delay (settings: `STT_STREAM_DELAY`)
+                 commit_pauses: bool = True, # commit at each pause of the caller (settings: `STT_COMMIT_PAUSES`)
                  timeout: float = 5., # seconds allowed to connect and to configure the session
                 ):
         self.name = f'openai-realtime:{model}'
         if not api_key: raise ProviderError(f'{self.name}: no API key given')
         self.url, self.timeout, self.session = _ws_url(base_url), timeout, transcription_session(model, language, prompt, delay)
+        self.commit_pauses = commit_pauses
         self._headers, self._http = {'Authorization': f'Bearer {api_key}'}, None
 
     async def open(self, on_words):
@@ -179,7 +220,7 @@ class HttpOpenAIRealtimeSTT(StreamingSpeechToText):
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(headers=self._headers, connector=aiohttp.TCPConnector(limit=0))
         ws = await ws_open(self._http, self.url, {'intent': 'transcription'}, self.name, self.timeout)
-        stream = RealtimeTranscript(on_words, self.name, ws.send_json, ws.close)
+        stream = RealtimeTranscript(on_words, self.name, ws.send_json, ws.close, self.commit_pauses)
         stream._reader = asyncio.create_task(read_events(ws, stream))
         try: return await stream.start(self.session, self.timeout)
         except ProviderError:
@@ -199,6 +240,7 @@ class OpenAIRealtimeSTT(StreamingSpeechToText):
                  language: str | None = 'en', # the caller's language
                  prompt: str | None = None, # words to expect
                  delay: str | None = 'low', # `gpt-realtime-whisper`'s delay
+                 commit_pauses: bool = True, # commit at each pause of the caller
                  timeout: float = 5., # seconds allowed to configure the session
                  client: object = None, # an `openai.AsyncOpenAI` client to share instead of making one
                 ):
@@ -206,7 +248,7 @@ class OpenAIRealtimeSTT(StreamingSpeechToText):
         if client is None and not api_key: raise ProviderError(f'{self.name}: no API key given')
         import openai
         self.client = client or openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
-        self.timeout, self.session = timeout, transcription_session(model, language, prompt, delay)
+        self.timeout, self.session, self.commit_pauses = timeout, transcription_session(model, language, prompt, delay), commit_pauses
 
     async def open(self, on_words):
         "A transcription session for one call."
@@ -215,7 +257,7 @@ class OpenAIRealtimeSTT(StreamingSpeechToText):
         except TimeoutError: raise ProviderError(f'{self.name}: connecting timed out') from None
         except Exception as e:  # the SDK raises websockets' errors (InvalidStatus, ...) as well as its own
             raise ProviderError(f'{self.name}: connecting failed ({type(e).__name__}: {e})') from e
-        stream = RealtimeTranscript(on_words, self.name, conn.send, conn.close)
+        stream = RealtimeTranscript(on_words, self.name, conn.send, conn.close, self.commit_pauses)
         stream._reader = asyncio.create_task(self._read(conn, stream))
         try: return await stream.start(self.session, self.timeout)
         except ProviderError:

@@ -20,7 +20,7 @@ from .call import ABUSIVE, Call
 from .callsweb import add_calls_routes, to_json
 from .engines import Lines
 from .ops import CALL_SID, Metrics, MetricsSink, SpendWatch, disk_problems
-from .playout import Clock
+from .playout import Clock, Stalls
 from .records import CallRecord, CallSink
 from .store import Admission, Store, StoreSink, caller_key, remove_recordings, utcnow
 from .persona import Persona, PersonaError, load_persona, persona_dirs, persona_for
@@ -31,10 +31,10 @@ from .twilio import Start, Stop, StreamReader, valid_sid
 
 # %% auto #0
 __all__ = ['log', 'SETTINGS', 'PERSONA', 'LINES', 'CALLS', 'FINISHED', 'SOCKETS', 'STATS', 'METRICS', 'SINK', 'STORE', 'WIND_UPS',
-           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'UNSAVED', 'KEEP_FINISHED', 'public_base', 'stream_url', 'relayed_for',
-           'is_from_twilio', 'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit', 'voice',
-           'outbound_call', 'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics', 'handoff',
-           'call_setup', 'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
+           'REPLICA', 'TAKEN_HERE', 'BLOCKED', 'UNSAVED', 'STALLS', 'KEEP_FINISHED', 'public_base', 'stream_url',
+           'relayed_for', 'is_from_twilio', 'stream_key', 'stream_token', 'token_problem', 'webhook_form', 'call_limit',
+           'voice', 'outbound_call', 'blocks_api', 'forget_caller', 'status_callback', 'health', 'ready', 'metrics',
+           'handoff', 'call_setup', 'voice_stream', 'drain', 'create_app', 'connection_budget', 'BudgetSite', 'serve']
 
 # %% ../nbs/08_server.ipynb #675cc2c9
 log = logging.getLogger('artist_hotline.server')
@@ -125,6 +125,7 @@ REPLICA = web.AppKey('replica', str)
 TAKEN_HERE = web.AppKey('taken_here', collections.OrderedDict) # streams this replica took, for when the store is away
 BLOCKED = web.AppKey('blocked', dict) # caller key -> when its block ends: the store's blocks, read every BLOCK_REFRESH_S
 UNSAVED = web.AppKey('unsaved_blocks', dict) # caller key -> when its block ends: blocks made here that the store has not taken yet
+STALLS = web.AppKey('stalls', Stalls) # the event loop's recent stalls: how much speech a call has in hand before it starts playing
 KEEP_FINISHED = 5 # few: each finished call kept is some 800 objects that every full garbage collection walks, with the loop stopped
 
 _STORE_DOWN = (asyncio.TimeoutError, sa.exc.SQLAlchemyError, OSError)
@@ -489,7 +490,7 @@ async def voice_stream(request: web.Request) -> web.StreamResponse:
                             sink=app[SINK], fallback_audio=app[LINES].fallback_audio, caller=caller, caller_summary=await _memory(app, caller),
                             record=record, notice=notice, opt_out=opt_out, taking=returned,
                             actions=HotlineActions(s, public_base(request, s), m.custom_parameters.get('persona', '')),
-                            **_resumed(m))
+                            lead=app[STALLS].lead, **_resumed(m))
                 call.record.event('setup', **call_setup(s, providers))  # what this call ran with: the report splits calls by it
                 app[CALLS][m.call_sid], app[STATS]['calls'] = call, app[STATS]['calls'] + 1
                 app[METRICS].calls.inc()
@@ -546,6 +547,12 @@ async def _engines(app: web.Application):
     for line in turn_overrides(s): log.warning('turn-taking: %s', line)
     yield
     await lines.close()
+
+async def _stalls(app: web.Application):
+    "Watch the event loop's stalls while the app runs (a call's speech starts with as much in hand as the worst recent one)."
+    app[STALLS].start()
+    yield
+    await app[STALLS].stop()
 
 async def drain(app: web.Application):
     "Stop taking calls, let open calls say goodbye, close their sockets (a second run finds nothing to do). Run it before the runner's cleanup, which stops aiohttp reading any socket."
@@ -629,7 +636,8 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     app[SOCKETS], app[WIND_UPS] = weakref.WeakSet(), set()
     app[REPLICA] = s.replica or f'{socket.gethostname()}:{os.getpid()}'
     app[STATS] = collections.Counter(draining=False)
-    app.cleanup_ctx.extend([_store, _engines])
+    app[STALLS] = Stalls(most_ms=s.call.lead_max_ms)
+    app.cleanup_ctx.extend([_store, _engines, _stalls])
     app.on_shutdown.append(drain)  # under a plain runner; `serve` drains first, while marks can still come back
     app.add_routes([web.post('/voice', voice), web.get('/voice-stream', voice_stream), web.post('/handoff', handoff),
                     web.post('/stream-status', status_callback), web.post('/call-status', status_callback),
@@ -641,8 +649,12 @@ def create_app(settings: Settings | None = None, # configuration (None: from the
     return app
 
 async def _freeze(app: web.Application):
-    "Put everything loaded at start-up out of the garbage collector's sight."
+    "Put everything loaded at start-up out of the garbage collector's sight, and collect young objects less often (the stalls of start-up are forgotten: they say nothing of the calls')."
     gc.collect(); gc.freeze()
+    # a young collection per 10,000 objects more than died, not 700: nearly all a call makes dies by its reference count, so
+    # collections, and the full ones (40-50 ms at 200 calls: a reply's first words starve) that follow them, become rare
+    gc.set_threshold(10_000, 20, 10)
+    app[STALLS].forget()
 
 def connection_budget(max_connections: int = 0, # MAX_CONNECTIONS (0: from the descriptor limit)
                      ) -> int:

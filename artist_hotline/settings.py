@@ -122,6 +122,7 @@ class CallSettings(_Part):
     "How one conversation behaves: turn-taking, idle handling, stage deadlines, memory and outbound audio."
     turn: TurnSettings = TurnSettings() # turn-taking (what calibrate chooses)
     media_ms: int = Field(200, ge=20, le=1000, multiple_of=20) # most audio in one outbound media message (Twilio buffers it)
+    lead_max_ms: int = Field(150, ge=0, le=1000) # a stretch of speech starts playing once the server's worst loop stall of the last minute is in hand beyond its first message, at most this much (`playout.Stalls`; 0: never held)
     idle_reprompt_s: float = Field(10, gt=0) # caller silence before the bot asks if they are there
     idle_hangup_s: float = Field(25, gt=0) # caller silence before goodbye and hang-up
     max_call_s: float = Field(600, gt=0) # a call's longest length; then goodbye
@@ -190,6 +191,7 @@ class Settings(_Part):
     stt_streaming: bool = True # hear the words while they are spoken (OpenAI Realtime, Whisper re-reading the turn, or pocketsphinx incrementally)
     stt_stream_model: str = 'gpt-realtime-whisper' # OpenAI Realtime transcription model (gpt-live-transcribe, gpt-4o-transcribe, ...)
     stt_stream_delay: Literal['default', 'minimal', 'low', 'medium', 'high', 'xhigh'] = 'low' # how long gpt-realtime-whisper waits before it writes
+    stt_commit_pauses: bool = True # commit the caller's audio to the realtime transcription at each pause, so its transcript comes while they are silent (off: once a turn, at its end)
     tts_streaming: bool = True # speak the reply while it is written, over ElevenLabs' WebSocket (the HTTP stream stays the fallback)
     llm_model: str = 'gpt-4o-mini' # chat model
     moderation: bool = True # with OpenAI's model, its moderation checks each caller turn (and each reply sentence with MODERATE_REPLIES); off, or offline: the word list alone

@@ -105,7 +105,7 @@ class CallerStarted:
 
 @dataclass
 class CallerStopped:
-    "The caller has just stopped speaking (two silent frames after speech): the words of the turn so far matter now."
+    "The caller has just stopped speaking (two silent frames after speech; always before the turn is over): the words of the turn so far matter now."
     utterance: Utterance
 
 @dataclass
@@ -169,6 +169,7 @@ class NoiseFloor:
 
 # %% ../nbs/02b_turns.ipynb #27e70214
 _EAGER = ('complete', 'number', 'one_number', 'unpunctuated') # endings worth answering in a pause ('continues' waits for more)
+_said = lambda offer: None if offer is None else _WORD.findall(offer.lower()) # what an answer is offered, case and stops aside
 REJOIN_MS = 4000 # how long after a turn ended the caller may still go on with it (when its answer was not heard)
 
 class TurnTaker:
@@ -263,7 +264,7 @@ class TurnTaker:
         if not eager or quiet < eager: offer = None
         elif hearing: offer = u.words if self._ending.kind in _EAGER else None
         else: offer = ''
-        if offer == self._offered: return []
+        if _said(offer) == _said(self._offered): return []  # the same words, spelled anew (a final transcript's capitals and stops): the answer stands
         out = [] if self._offered is None else [CallerResumed(u)]
         self._offered = offer
         if offer is not None:
@@ -331,6 +332,7 @@ class TurnTaker:
             self._pauses += 1
             out.append(JudgeVoice(self.utterance, np.concatenate(self._pcm), self._pauses))
         if quiet and (why := self._over(quiet, at, hearing)):
+            if quiet < 2 * FRAME_MS: out.append(CallerStopped(self.utterance))  # a turn over sooner than that (a wait set that short) still stops first
             return out + [self._turn_over(ev, at, why) for ev in ep.end(t)]
         return out + self._pause(quiet, at, hearing)
 

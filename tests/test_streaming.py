@@ -218,7 +218,7 @@ async def hotline(aiohttp_server):
 async def test_a_call_ends_turns_on_their_words_and_keeps_why(hotline):
     # it punctuates, as the realtime ear does; each turn's last word comes after its speech has ended, so its words are caught up
     stt = ScriptedStreamSTT(['tell me about your paintings.', 'and what about'], ms_per_word=320)
-    fc, app, server = await hotline(stt)
+    fc, app, server = await hotline(stt, stt_commit_pauses=False)  # the scripted ear keeps one transcript a turn: one commit a turn
     base = str(server.make_url('')).rstrip('/')
     script = [Step(pcm=np.r_[np.zeros(8000, np.int16), voiced(0.8)], pause_s=1.0), Step(pcm=voiced(0.5, 1), pause_s=2.5)]
     await simulate_call(base, script, auth_token=TOKEN, speed=1)  # in real time: the words come on the call's clock, as on a phone line
