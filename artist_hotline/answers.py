@@ -58,7 +58,7 @@ class Bot:
                  tool: Callable[[ToolCall, TurnRecord, str], Awaitable[str]] | None = None, # does a tool the model asks for, given the reply so far; the line it gives is said next ('': none). None: no tools offered
                  moderator: Moderator | None = None, # checks each caller turn the model answers (and, with `moderate_replies`, each clause of the reply)
                  silent: Callable[[], float] = lambda: math.inf, # how long the caller has been silent, in seconds on the call's clock
-                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a stretch of it plays (the server's `Stalls.lead`)
+                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a reply's speech plays (the server's `Stalls.lead`)
                 ):
         self.record, self.memory, self.llm, self.voice, self.settings, self.tasks = record, memory, llm, voice, settings, tasks
         self.said, self.tool, self.moderator, self.silent = said, tool, moderator, silent

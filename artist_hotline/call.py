@@ -74,7 +74,7 @@ class Call:
                  actions: Actions | None = None, # what tools do beyond the call's audio: texts, e-mail, the handoff (default: none of it)
                  taking: bool = False, # the call begins by taking a message (it came back from an unanswered handoff)
                  first_turn: int = 1, # its first turn's number (a second stream carries on the first's)
-                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a stretch of it plays (the server's `Stalls.lead`)
+                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a reply's speech plays (the server's `Stalls.lead`)
                 ):
         self.settings = s = settings or CallSettings()
         self.start, self.providers, self.notice, self._hangup, self.opt_out = start, providers, notice, hangup, opt_out

@@ -346,13 +346,11 @@ class _LiveReading(TranscriptStream):
         return asyncio.ensure_future(self._final(audio, last, running))
 
     async def _final(self, audio: bytes, last: _Read | None, running: _Read | None) -> str:
-        "The turn's transcript: its newest reading if only quiet came after it, else a reading of it all."
+        "The turn's transcript: its newest reading if only quiet came after it, else a reading of it all (begun at once: a reading that missed speech is not waited for)."
         x = ulaw_decode(audio)
         for r in (running, last):
-            if r is None: continue
-            text = await r.task
-            if text is not None and _quiet_tail(x) >= len(x) - r.upto: return text
-            if text is not None: break
+            if r is None or _quiet_tail(x) < len(x) - r.upto: continue
+            if (text := await r.task) is not None: return text
         return await self.ear.transcribe(x)
 
     def _clear(self): self._new_turn()

@@ -72,7 +72,7 @@ class Playout:
                  recorder: CallRecorder | None = None, # keeps the bot's side of the call
                  closed: Callable[[str], None] = lambda why: None, # told when the socket can no longer be written
                  sent: Callable[[object, float, float], None] = lambda turn, at, seconds: None, # told as each media message of a turn leaves
-                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a stretch of it starts playing (`Stalls.lead`)
+                 lead: Callable[[], float] = lambda: 0., # seconds of speech to have in hand before a turn's speech starts playing (`Stalls.lead`)
                 ):
         self.stream_sid, self._send, self.clock, self.recorder, self._closed, self._sent = stream_sid, send, clock, recorder, closed, sent
         self.lead = lead
@@ -86,6 +86,7 @@ class Playout:
         self._queued, self._more = 0., asyncio.Event() # seconds of speech waiting in the queue; set as more comes
         self._until = 0. # when the speech sent so far will have played, on the call's clock
         self._clears = 0 # clears so far: speech held across one is dropped
+        self._speaking = None # the turn whose audio left last (None after a clear)
 
     def _put(self, msg: OutMedia, turn) -> None:
         self._q.put_nowait((msg, turn))
@@ -164,14 +165,14 @@ class Playout:
             _, turn = self._q.get_nowait()
             if turn is not None: cut.setdefault(id(turn), turn)
         if self.busy or self._open is not None: self._q.put_nowait((Clear(self.stream_sid), None))
-        self._rest, self._rest_turn, self._open, self._queued, self._until = b'', None, None, 0., 0.  # Twilio drops its buffer: nothing is left to play
+        self._rest, self._rest_turn, self._open, self._queued, self._until, self._speaking = b'', None, None, 0., 0., None  # Twilio drops its buffer: nothing is left to play
         self._clears += 1
-        self._more.set()  # a stretch held for its lead is dropped at once
+        self._more.set()  # speech held for its lead is dropped at once
         for p in self._pieces.values(): p.cleared = True
         return list(cut.values())
 
     async def _hold(self, hold: float) -> bool:
-        "A stretch of speech starts: wait until `hold` seconds more of it are in hand, or `hold` seconds have passed; was it cleared meanwhile?"
+        "A turn's speech starts: wait until `hold` seconds more of it are in hand, or `hold` seconds have passed; was it cleared meanwhile?"
         clears, loop = self._clears, asyncio.get_running_loop()
         end = loop.time() + hold
         while self._queued < hold and self._clears == clears and (left := end - loop.time()) > 0:
@@ -186,9 +187,10 @@ class Playout:
             msg, turn = await self._q.get()
             if type(msg) is OutMedia:
                 self._queued -= len(msg.payload) / SAMPLE_RATE
-                # nothing left to play: a stall now would leave the caller in silence mid-word, so the start waits for a lead
-                if self.clock() >= self._until and (hold := self.lead()) > 0 and await self._hold(hold): continue
-                self._until = max(self._until, self.clock()) + len(msg.payload) / SAMPLE_RATE
+                # a turn's speech starts, nothing left to play: a stall now would leave the caller in silence mid-word, so it waits
+                # for a lead (never later in a turn: where the caller may still be hearing it, a wait would make the gap)
+                if turn is not self._speaking and self.clock() >= self._until and (hold := self.lead()) > 0 and await self._hold(hold): continue
+                self._until, self._speaking = max(self._until, self.clock()) + len(msg.payload) / SAMPLE_RATE, turn
             try: await self._send(serialize(msg))
             except (ConnectionError, RuntimeError) as e:
                 self._closed(f'socket closed: {e}')
@@ -224,7 +226,7 @@ class Stalls:
         return max((late for _, late in self._seconds), default=0.)
 
     def lead(self) -> float:
-        "Seconds of speech to have in hand before a stretch of it starts playing: the worst recent stall, at most `most_ms`."
+        "Seconds of speech to have in hand before a turn's speech starts playing: the worst recent stall, at most `most_ms`."
         return min(self.worst, self.most)
 
     def forget(self) -> None:

@@ -122,7 +122,7 @@ class CallSettings(_Part):
     "How one conversation behaves: turn-taking, idle handling, stage deadlines, memory and outbound audio."
     turn: TurnSettings = TurnSettings() # turn-taking (what calibrate chooses)
     media_ms: int = Field(200, ge=20, le=1000, multiple_of=20) # most audio in one outbound media message (Twilio buffers it)
-    lead_max_ms: int = Field(150, ge=0, le=1000) # a stretch of speech starts playing once the server's worst loop stall of the last minute is in hand beyond its first message, at most this much (`playout.Stalls`; 0: never held)
+    lead_max_ms: int = Field(150, ge=0, le=1000) # a reply's speech starts playing once the server's worst loop stall of the last minute is in hand beyond its first message, at most this much (`playout.Stalls`; 0: never held)
     idle_reprompt_s: float = Field(10, gt=0) # caller silence before the bot asks if they are there
     idle_hangup_s: float = Field(25, gt=0) # caller silence before goodbye and hang-up
     max_call_s: float = Field(600, gt=0) # a call's longest length; then goodbye
