@@ -98,8 +98,10 @@ class TranscriptionSession(ProviderSession):
     def finish(self, pcm: np.ndarray, # the turn's whole audio, pre-roll included
               ) -> asyncio.Task | None:
         "End the turn: the task of its final transcript (`Heard`), or None when the stream did not hear it to the end."
-        stream, heard, self._turn = self.conn, self.hearing, False
+        stream, began, heard, self._turn = self.conn, self._turn, self.hearing, False
         if not heard:
+            if began and stream is not None and stream.broken:  # lost while it heard the turn (its items committed at the pauses with it)
+                self.report('provider_error', stage=self.stage, attempt=1, error=f'{stream.name}: {stream.broken}'[:300])
             self.replace_broken()
             return None
         return self.tasks.spawn(self._final(stream, stream.commit(), pcm))
