@@ -63,7 +63,7 @@ class SentenceSplitter:
 class WordFeed:
     "Streamed text to whole words for a streaming voice, with where to flush."
     def __init__(self,
-                 first_words: int = 4, # flush once this many words have come, so the first sound starts early
+                 first_words: int = 4, # flush once this many words have come (or the first clause has ended), so the first sound starts early
                 ):
         self.first_words, self.buf, self.words, self.flushes = first_words, '', 0, 0
 
@@ -76,8 +76,9 @@ class WordFeed:
         if cut < 0: return []
         text, self.buf = clean_for_speech(self.buf[:cut]), self.buf[cut + 1:]
         if not text: return []
-        before, self.words = self.words, self.words + len(text.split())
-        flush = (before < self.first_words <= self.words) or bool(_END.search(text + ' '))
+        self.words += len(text.split())
+        first = not self.flushes and (self.words >= self.first_words or bool(_CLAUSE.search(text + ' ')))
+        flush = first or bool(_END.search(text + ' '))
         self.flushes += flush
         return [(text + ' ', flush)]
 

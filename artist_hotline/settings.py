@@ -139,7 +139,7 @@ class CallSettings(_Part):
     max_history_turns: int = Field(12, ge=1) # exchanges sent to the model
     max_history_chars: int = Field(6000, ge=100) # characters of history sent to the model
     split_sentences: bool = True # speak sentence by sentence (False: the whole reply at once, as the prototype did)
-    tts_first_words: int = Field(4, ge=1, le=100) # a streaming voice speaks once the reply has this many words (then at each sentence end)
+    tts_first_words: int = Field(4, ge=1, le=100) # a streaming voice speaks once the reply has this many words or its first clause has ended (then at each sentence end)
 
     @model_validator(mode='after')
     def _hangup_after_reprompt(self):
