@@ -16,7 +16,7 @@ from .cloud import sdk_errors
 from .wire import read_events, ws_open
 
 # %% auto #0
-__all__ = ['log', 'transcription_session', 'RealtimeTranscript', 'HttpOpenAIRealtimeSTT', 'OpenAIRealtimeSTT']
+__all__ = ['log', 'RESEND_S', 'transcription_session', 'RealtimeTranscript', 'HttpOpenAIRealtimeSTT', 'OpenAIRealtimeSTT']
 
 # %% ../nbs/05d_realtime.ipynb #23abf67b
 def transcription_session(model: str = 'gpt-realtime-whisper', # the transcription model
@@ -36,10 +36,13 @@ log = logging.getLogger('artist_hotline.realtime')
 
 _DELTA, _DONE, _FAILED = (f'conversation.item.input_audio_transcription.{k}' for k in ('delta', 'completed', 'failed'))
 _LEAST = 800  # the least audio a commit may hold: 100 ms of µ-law
+RESEND_S = 20  # a turn up to this long is sent again at the start of the item after each of its pauses
 
 async def _joined(parts: list[asyncio.Future]) -> str:
     "A turn's transcript: the transcripts of its items, in order."
     return ' '.join(w for w in [(await f).strip() for f in parts] if w)
+
+def _count(text: str) -> int: return len(text.split())
 
 class RealtimeTranscript(TranscriptStream):
     "One transcription session of OpenAI's Realtime API, over whatever WebSocket client sends and receives its events."
@@ -49,9 +52,10 @@ class RealtimeTranscript(TranscriptStream):
                  send: Callable[[dict], Awaitable], # sends one event
                  close: Callable[[], Awaitable], # closes the socket
                  commit_pauses: bool = True, # commit at each pause of the caller (False: once a turn, at its end)
+                 resend_s: float = RESEND_S, # after a pause, the turn so far starts the next item while it is no longer than this
                 ):
         super().__init__(on_words)
-        self.commit_pauses = commit_pauses
+        self.commit_pauses, self._resend = commit_pauses, int(resend_s * 8000)
         self.name, self._send_event, self._close_socket = name, send, close
         loop = asyncio.get_running_loop()
         self._outbox, self._updated = asyncio.Queue(), loop.create_future()
@@ -59,9 +63,10 @@ class RealtimeTranscript(TranscriptStream):
         self._items: dict[str, asyncio.Future] = {}  # committed items whose transcript is owed
         self._done: set[str] = set()  # items committed or cleared: their words are not the current turn's
         self._item, self._words = None, ''  # the item under way: its id (once a delta names it), its words
-        self._parts: list[tuple[asyncio.Future, str]] = []  # the turn's items committed at its pauses: (transcript, the words heard of it before)
+        self._parts: list[tuple[asyncio.Future, str, bool]] = []  # the turn's items committed at its pauses: (transcript, the words heard of it before, from the turn's start?)
         self._paused = False  # was all of the turn's speech committed at the latest pause (only silence since)?
-        self._since = 0  # bytes of audio appended since the last commit
+        self._since = self._fresh = 0  # bytes of audio appended since the last commit: all, and the caller's new audio
+        self._turn, self._whole = bytearray(), True  # the turn's audio so far; does the item under way start with it?
         self._ids, self.malformed, self.errors = itertools.count(1), 0, []
         self._writer = asyncio.create_task(self._write())
 
@@ -86,7 +91,8 @@ class RealtimeTranscript(TranscriptStream):
             self.lost(f'sending failed ({type(e).__name__}: {e})')
 
     def _push(self, ulaw):
-        self._since += len(ulaw)
+        self._turn += ulaw
+        self._since += len(ulaw); self._fresh += len(ulaw)
         self._queue({'type': 'input_audio_buffer.append', 'audio': base64.b64encode(ulaw).decode()})
 
     def _send_commit(self) -> asyncio.Future:
@@ -95,34 +101,49 @@ class RealtimeTranscript(TranscriptStream):
         self._commits.append((eid, fut))
         self._queue({'type': 'input_audio_buffer.commit', 'event_id': eid})
         if self._item: self._done.add(self._item)
-        self._item, self._since = None, 0
+        self._item, self._since, self._fresh = None, 0, 0
         return fut
 
     def _pause(self):
-        "The caller stopped: commit what they said, so that its transcript comes while they are silent."
-        self._paused = self.commit_pauses and self._since >= _LEAST
+        "The caller stopped: commit what they said, so that its transcript comes while they are silent; the next item starts with the turn so far."
+        self._paused = self.commit_pauses and self._fresh >= _LEAST
         if not self._paused: return  # the service takes 100 ms at least: a blip waits for the turn's end
         fut = self._send_commit()
-        self._parts.append((fut, self._words.strip()))
-        self._words = ''
+        self._parts.append((fut, self._words.strip(), self._whole))
+        self._words, self._whole = '', len(self._turn) <= self._resend
+        if self._whole:  # what they said is heard again with what they say next, not read as a fragment
+            self._since = len(self._turn)
+            self._queue({'type': 'input_audio_buffer.append', 'audio': base64.b64encode(self._turn).decode()})
         fut.add_done_callback(self._part_heard)
 
     def _part_heard(self, fut: asyncio.Future):
         if fut.cancelled() or fut.exception() is not None: return  # the turn's final fails with it
-        if any(f is fut for f, _ in self._parts): self.on_words(self._text())
+        if any(p[0] is fut for p in self._parts): self.on_words(self._text())
+
+    def _said(self) -> str:
+        "The words of the items committed at the turn's pauses, from the latest that starts with the turn on (each transcript, or the words heard of it until it comes)."
+        done = lambda f: f.done() and not f.cancelled() and f.exception() is None
+        start = max((i for i, p in enumerate(self._parts) if p[2]), default=0)
+        return ' '.join(t for t in ((f.result() if done(f) else heard).strip() for f, heard, _ in self._parts[start:]) if t)
 
     def _text(self) -> str:
-        "The turn's words so far: each committed item's transcript (or the words heard of it, until it comes), then the item under way's."
-        done = lambda f: f.done() and not f.cancelled() and f.exception() is None
-        texts = [(f.result() if done(f) else heard).strip() for f, heard in self._parts] + [self._words.strip()]
-        return ' '.join(w for w in texts if w)
+        "The turn's words so far: those committed at its pauses, then the item under way's (which, heard from the turn's start, replace them once they say as much)."
+        said, now = self._said(), self._words.strip()
+        if self._whole and self._parts: return now if _count(now) >= _count(said) else said
+        return ' '.join(w for w in (said, now) if w)
+
+    def _heard_more(self) -> bool:
+        "Did the service hear words in the item under way that the turn's committed items do not hold (speech our ear took for silence)?"
+        now = self._words.strip()
+        return bool(now) and (not self._whole or not self._parts or _count(now) > _count(self._said()))
 
     def _commit(self):
-        parts = [f for f, _ in self._parts]
-        if not self._paused or not parts or self._words.strip(): parts.append(self._send_commit())  # speech since the latest pause (or none was committed), by our ear or the service's
-        elif self._since: self._queue({'type': 'input_audio_buffer.clear'})  # only the silence since the latest pause: nothing to hear
+        parts = self._parts
+        if not self._paused or not parts or self._heard_more(): parts = parts + [(self._send_commit(), '', self._whole)]  # speech since the latest pause (or none was committed)
+        elif self._since: self._queue({'type': 'input_audio_buffer.clear'})  # only silence since the latest pause: nothing new to hear
+        start = max(i for i, p in enumerate(parts) if p[2])  # the latest item that starts with the turn holds all of it before its own end
         self._end_turn()
-        return asyncio.ensure_future(_joined(parts))
+        return asyncio.ensure_future(_joined([f for f, _, _ in parts[start:]]))
 
     def _clear(self):
         self._queue({'type': 'input_audio_buffer.clear'})
@@ -130,7 +151,8 @@ class RealtimeTranscript(TranscriptStream):
 
     def _end_turn(self):
         if self._item: self._done.add(self._item)
-        self._item, self._words, self._parts, self._paused, self._since = None, '', [], False, 0
+        self._item, self._words, self._parts, self._paused, self._since, self._fresh = None, '', [], False, 0, 0
+        self._turn, self._whole = bytearray(), True
 
     def handle(self, ev: dict, # one event from the service
               ) -> None:
