@@ -27,7 +27,10 @@ caller's clock (see blackbox.py):
 - voice to voice over the complete sentences, paused or not: the caller's last voiced sample (the label) to the first
   audible sample the caller hears of audio that came after it (above simulate.SOUND_LEVEL in the µ-law it receives);
 - word lag: the record's `words_ready` minus its `speech_end` (when the turn's words reached the turn-taker after the
-  caller stopped), 'n/a' while the server does not record it.
+  caller stopped), 'n/a' while the server does not record it;
+- word error rate of what the server heard (its turns' transcripts of the case, joined) against the labelled words,
+  over the complete sentences (paused or not), the phone numbers and the digits (`bench/heard.py` works it out for
+  results written before it was recorded).
 Percentiles are nearest-rank; a turn with no reply (or no end) counts as infinitely late, never dropped. The goals
 are checked for every mode but the oracle (voice to voice for `cloud` only); the exit status is 1 when one is missed.
 Writes bench/results/turns-<mode>.json.
@@ -45,6 +48,7 @@ from blackbox import LABELS, ROOT, Stack, call_case, corpus_ok, file_record, ms,
 
 from artist_hotline.audio import SAMPLE_RATE
 from artist_hotline.endpointing import Case, digit_cases, noise_cases, number_cases, paused, sentence_cases
+from artist_hotline.offline import word_errors
 
 GOALS = dict(end_p50=0.30, end_p90=0.45, v2v_p50=1.05, v2v_p90=1.25, false_per_min=1.0)
 STAGES = ('endpoint', 'words_ready', 'transcript', 'stt_final', 'first_token', 'first_audio', 'first_sent')  # the turn record's times
@@ -74,7 +78,7 @@ def judge(case: Case, h) -> dict:
                   word_lag=None if t.get('words_ready') is None or t.get('speech_end') is None else t['words_ready'] - t['speech_end'])
              for t in recs]
     row = dict(case=case.name, group=case.group, seconds=round(case.seconds, 2), sid=h.sid, greeted=h.greeted,
-               clock_slack_s=h.clock_slack_s, turns=turns)
+               clock_slack_s=h.clock_slack_s, turns=turns, said=said(case))
     if h.t0 is None: row['problem'] = 'no bot audio: the call clock could not be mapped'
     if case.end is None:  # speech-free: every turn is a false one
         row.update(false_turns=len(turns), replied_turns=sum(t['outcome'] in ('replied', 'fallback') for t in turns),
@@ -91,6 +95,21 @@ def judge(case: Case, h) -> dict:
                after_end={k: None if h.case_s(rec.get(k)) is None else h.case_s(rec[k]) - case.end for k in STAGES})  # that turn's stages
     if case.pause: row['cut_in_pause'] = sum(case.pause[0] <= e < case.pause[1] + 0.15 for e in ends)
     return row
+
+
+def said(case: Case) -> str:
+    "What the case says, from its labelled words ('' for speech-free noise)."
+    return ' '.join(w for w, *_ in case.words)
+
+
+def heard_right(rows: list[dict]) -> dict:
+    "Word error rate of what the server heard (its turns' transcripts, joined) against what was said, over `rows` that say something."
+    errors = words = 0
+    for r in rows:
+        if not r.get('said'): continue
+        e, n = word_errors(r['said'], ' '.join(t['heard'] or '' for t in r['turns']))
+        errors, words = errors + e, words + n
+    return dict(wer=errors / words if words else None, words=words)
 
 
 def summarize(rows: list[dict], mode: str) -> dict:
@@ -117,6 +136,7 @@ def summarize(rows: list[dict], mode: str) -> dict:
                  no_reply=sum(r['v2v_s'] is None for r in complete)),
         v2v_by_group={grp: pct([r['v2v_s'] for r in g(grp)], 50) for grp in ('sentence', 'pause 500', 'pause 700', 'number', 'digit')},
         word_lag=dict(p50=pct(lags, 50), p90=pct(lags, 90), n=len(lags)) if lags else 'n/a',
+        heard=dict(complete=heard_right(complete), numbers=heard_right(num), digits=heard_right(dig)),
         complete_stages_after_end_p50={k: (lambda x: float(np.median(x)) if x else None)([r['after_end'][k] for r in complete if r['after_end'][k] is not None])
                                        for k in STAGES},
         unmapped_calls=sum('problem' in r for r in rows), calls=len(rows))
@@ -171,7 +191,8 @@ def report(results: dict[str, dict]):
                  f'{s["noise"]["per_minute"]:.1f} ({s["noise"]["false_turns"]} in {s["noise"]["minutes"]:.1f} min)'),
              ('noise cases the bot replied to', lambda s: f'{s["noise"]["cases_replied_to"]}/{s["noise"]["cases"]}'),
              ('voice to voice p50 / p90 (ms)', lambda s: f'{ms(s["v2v"]["p50"])} / {ms(s["v2v"]["p90"])}'),
-             ('word lag p50 / p90 (ms)', lambda s: 'n/a' if s['word_lag'] == 'n/a' else f'{ms(s["word_lag"]["p50"])} / {ms(s["word_lag"]["p90"])}')]
+             ('word lag p50 / p90 (ms)', lambda s: 'n/a' if s['word_lag'] == 'n/a' else f'{ms(s["word_lag"]["p50"])} / {ms(s["word_lag"]["p90"])}'),
+             ('word error rate: sentences / numbers', lambda s: f'{s["heard"]["complete"]["wer"]:.2f} / {s["heard"]["numbers"]["wer"]:.2f}')]
     for label, f in lines: print(f'{label:46s}' + ''.join(f'{f(s):>26s}' for s in S.values()))
     for m, s in S.items():
         print(f'\n{LABELS[m]}: end reasons of the turns, by case group')
