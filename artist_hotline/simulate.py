@@ -394,10 +394,11 @@ class TwilioStream:
                          settle_s:float=0.6, # the reply is over when nothing has played for this long
                          max_s:float=60.0, # give up this long after `since` in any case
                         )->bool:
-        "Send silence until the reply has played out; False on timeout."
+        "Send silence until the reply has played out (audio the server took back with a `clear` is not it); False on timeout."
         start_by, give_up = since + round(timeout_s * SAMPLE_RATE), since + round(max_s * SAMPLE_RATE)
         while True:
-            started = self.playback.since(since) < len(self.playback.audio)
+            after = max([since] + [c for c in self.playback.clears if c >= since])  # a taken-back answer's first words are not the reply
+            started = self.playback.since(after) < len(self.playback.audio)
             if started and self.now - self.playback.end >= settle_s * SAMPLE_RATE: return True
             if self.now >= (give_up if started else start_by): return False
             await self.send_frame(None, SKIP_RATE if self.playback.busy(self.now) else 1.)
