@@ -66,7 +66,7 @@ class RealtimeTranscript(TranscriptStream):
         self._parts: list[tuple[asyncio.Future, str, bool]] = []  # the turn's items committed at its pauses: (transcript, the words heard of it before, from the turn's start?)
         self._paused = False  # was all of the turn's speech committed at the latest pause (only silence since)?
         self._since = self._fresh = 0  # bytes of audio appended since the last commit: all, and the caller's new audio
-        self._turn, self._whole = bytearray(), True  # the turn's audio so far; does the item under way start with it?
+        self._turn, self._whole = bytearray(), True  # the turn's audio so far (up to `resend_s` and a piece); does the item under way start with it?
         self._ids, self.malformed, self.errors = itertools.count(1), 0, []
         self._writer = asyncio.create_task(self._write())
 
@@ -91,7 +91,7 @@ class RealtimeTranscript(TranscriptStream):
             self.lost(f'sending failed ({type(e).__name__}: {e})')
 
     def _push(self, ulaw):
-        self._turn += ulaw
+        if len(self._turn) <= self._resend: self._turn += ulaw  # kept only while it may be sent again
         self._since += len(ulaw); self._fresh += len(ulaw)
         self._queue({'type': 'input_audio_buffer.append', 'audio': base64.b64encode(ulaw).decode()})
 

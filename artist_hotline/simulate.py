@@ -128,6 +128,7 @@ class Playback:
     def __init__(self):
         self.audio, self.marks, self.clears = [], [], []
         self.end = 0 # stream time the queued audio finishes
+        self.fresh = 0 # index of the first audio that came after the latest clear
         self._pending, self._received = [], []
 
     def add(self, pcm:np.ndarray, # decoded audio of one media message
@@ -163,6 +164,7 @@ class Playback:
              )->list[BotMark]:
         "Drop everything not played by `now`; take all pending marks (echoed at once)."
         self.clears.append(now); self._cut(now)
+        self.fresh = len(self.audio)
         out, self._pending = self._pending, []
         for m in out: m.cleared = True
         return out
@@ -397,8 +399,7 @@ class TwilioStream:
         "Send silence until the reply has played out (audio the server took back with a `clear` is not it); False on timeout."
         start_by, give_up = since + round(timeout_s * SAMPLE_RATE), since + round(max_s * SAMPLE_RATE)
         while True:
-            after = max([since] + [c for c in self.playback.clears if c >= since])  # a taken-back answer's first words are not the reply
-            started = self.playback.since(after) < len(self.playback.audio)
+            started = max(self.playback.since(since), self.playback.fresh) < len(self.playback.audio)  # a taken-back answer is not the reply
             if started and self.now - self.playback.end >= settle_s * SAMPLE_RATE: return True
             if self.now >= (give_up if started else start_by): return False
             await self.send_frame(None, SKIP_RATE if self.playback.busy(self.now) else 1.)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from blackbox import ROOT, corpus_ok  # noqa: E402 (sibling modules)
-from turns import cases, heard_right, said  # noqa: E402
+from turns import cases, heard_by_group, said  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,11 +29,7 @@ def main(argv=None) -> int:
     for f in a.files:
         d = json.loads(Path(f).read_text())
         rows = [dict(r, said=r.get('said', says.get((r['case'], r['group']), ''))) for r in d['cases']]
-        g = lambda *names: [r for r in rows if r['group'] in names]
-        out[Path(f).name] = dict(mode=d['mode'], commit=d['code']['commit'][:7], date=d['date'],
-                                 complete=heard_right(g('sentence', 'pause 500', 'pause 700')), numbers=heard_right(g('number')),
-                                 digits=heard_right(g('digit')))
-        r = out[Path(f).name]
+        r = out[Path(f).name] = dict(mode=d['mode'], commit=d['code']['commit'][:7], date=d['date'], **heard_by_group(rows))
         print(f'{Path(f).name:32s} {r["mode"]:8s} {r["commit"]}  sentences {r["complete"]["wer"]:.3f} ({r["complete"]["words"]} words)'
               f'  numbers {r["numbers"]["wer"]:.3f}  digits {r["digits"]["wer"]:.3f}')
     Path(a.out).write_text(json.dumps(out, indent=1) + '\n')

@@ -112,6 +112,12 @@ def heard_right(rows: list[dict]) -> dict:
     return dict(wer=errors / words if words else None, words=words)
 
 
+def heard_by_group(rows: list[dict]) -> dict:
+    "`heard_right` over the complete sentences (paused or not), the phone numbers and the digits."
+    g = lambda *names: [r for r in rows if r['group'] in names]
+    return dict(complete=heard_right(g('sentence', 'pause 500', 'pause 700')), numbers=heard_right(g('number')), digits=heard_right(g('digit')))
+
+
 def summarize(rows: list[dict], mode: str) -> dict:
     "A mode's figures and its goals."
     g = lambda *names: [r for r in rows if r['group'] in names]
@@ -136,7 +142,7 @@ def summarize(rows: list[dict], mode: str) -> dict:
                  no_reply=sum(r['v2v_s'] is None for r in complete)),
         v2v_by_group={grp: pct([r['v2v_s'] for r in g(grp)], 50) for grp in ('sentence', 'pause 500', 'pause 700', 'number', 'digit')},
         word_lag=dict(p50=pct(lags, 50), p90=pct(lags, 90), n=len(lags)) if lags else 'n/a',
-        heard=dict(complete=heard_right(complete), numbers=heard_right(num), digits=heard_right(dig)),
+        heard=heard_by_group(rows),
         complete_stages_after_end_p50={k: (lambda x: float(np.median(x)) if x else None)([r['after_end'][k] for r in complete if r['after_end'][k] is not None])
                                        for k in STAGES},
         unmapped_calls=sum('problem' in r for r in rows), calls=len(rows))

@@ -1,5 +1,5 @@
 "Tests of artist_hotline.simulate against a small protocol-faithful bot server."
-import json, re
+import asyncio, json, re
 
 import numpy as np
 import pytest
@@ -23,10 +23,11 @@ UTT = np.concatenate([np.zeros(400, np.int16), tone(.6, 300), np.zeros(400, np.i
 
 
 def toy_bot(token=TOKEN, greeting_s=0.3, reply_s=0.4, chunk=800, reply=True, public_url=None, twiml=None,
-            ws_sign_url=None):
+            ws_sign_url=None, take_back_s=None):
     """A bot that talks the Media Streams protocol as a real server would: TwiML on /voice, greeting tone + mark,
     a tone reply + mark after each caller utterance found by energy, clear when the caller talks over it,
-    hang-up on DTMF 9, protocol errors on DTMF 8. `log` records everything it saw."""
+    hang-up on DTMF 9, protocol errors on DTMF 8; with `take_back_s`, each reply comes that long after an answer begun
+    and taken back (0.1 s of tone, then a clear). `log` records everything it saw."""
     app, log = web.Application(), {'voice': [], 'handshake': [], 'messages': [], 'raw': [], 'sent': []}
     ok = lambda url, params, sig: token is None or RequestValidator(token).validate(url, params, sig or '')
 
@@ -67,6 +68,10 @@ def toy_bot(token=TOKEN, greeting_s=0.3, reply_s=0.4, chunk=800, reply=True, pub
                 if loud and st['pending'] and st['voiced'] == 3: await send({'event': 'clear', 'streamSid': st['sid']})
                 if st['voiced'] >= 5 and st['quiet'] >= 10:
                     st['n'] += 1; st['voiced'] = 0
+                    if take_back_s:
+                        await send({'event': 'media', 'streamSid': st['sid'], 'media': {'payload': pcm_to_payload(tone(.1, 660))}})
+                        await send({'event': 'clear', 'streamSid': st['sid']})
+                        await asyncio.sleep(take_back_s)
                     if reply: await say(reply_s, f"reply {st['n']}")
             elif ev == 'mark': st['pending'].discard(m['mark']['name'])
             elif ev == 'dtmf' and m['dtmf']['digit'] == '9': await ws.close(); break
@@ -285,6 +290,14 @@ async def test_barge_in_clear(bot):
     heard = res.bot[clear:round(b.bot_start_s * SAMPLE_RATE)]
     assert len(heard) and not heard.any()  # silence from the clear until the next reply
     assert b.latency_s is not None and b.bot_dropped_s == 0
+
+
+async def test_a_taken_back_answer_is_not_the_reply(bot):
+    "Audio the server takes back with a clear after the caller stopped is not the reply: the caller waits for the one after it."
+    base, _ = await bot(take_back_s=.8)
+    res = await run(base, [Step(pcm=UTT, label='hello', pause_s=.2)])
+    assert len(res.clears) == 1
+    assert [m.name for m in res.marks if m.echoed is not None and not m.cleared] == ['greeting', 'reply 1']
 
 
 async def test_barge_into_greeting(bot):
